@@ -1,0 +1,1 @@
+int rt_dummy(void); int rt_dummy(void){return 1;}
