@@ -340,5 +340,7 @@ int rt_process_info(rt_pid_t pid, rt_proc_info_t *out);
  * may exceed cap). Any thread. */
 int rt_processes(rt_proc_info_t *out, size_t cap, size_t *n);
 void rt_get_stats(rt_stats_t *out);
+/* Counts one supervisor restart in rt_stats_t.restarts. Any thread. */
+void rt_note_restart(void);
 
 #endif
