@@ -1,1 +1,0 @@
-int rt_dummy(void); int rt_dummy(void){return 1;}

@@ -1,2 +1,0 @@
-#include <criterion/criterion.h>
-Test(x, one) { cr_assert_eq(1, 1); }
