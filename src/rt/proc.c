@@ -35,9 +35,12 @@ static int grow_chunk(void)
     rt_proc_t *chunk = calloc(RT_CHUNK_SIZE, sizeof *chunk);
     if (!chunk)
         return RT_ENOMEM;
-    if (free_n + RT_CHUNK_SIZE > free_cap) {
+    /* The stack must hold every index that exists: slots taken by one
+     * thread come back through another's cache. */
+    uint32_t total = (c + 1) * RT_CHUNK_SIZE;
+    if (total > free_cap) {
         uint32_t cap = free_cap ? free_cap * 2 : RT_CHUNK_SIZE * 4;
-        while (cap < free_n + RT_CHUNK_SIZE)
+        while (cap < total)
             cap *= 2;
         uint32_t *ns = realloc(free_stack, cap * sizeof *ns);
         if (!ns) {
