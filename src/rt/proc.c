@@ -341,6 +341,7 @@ int rt_spawn(const rt_behaviour_t *b, void *arg, rt_spawn_opts_t *opts, rt_pid_t
         m->ref = opts->ack_ref;
     }
     atomic_store_explicit(&p->beh, b, memory_order_relaxed);
+    atomic_store_explicit(&p->exec, opts ? opts->exec : NULL, memory_order_relaxed);
     atomic_store_explicit(&p->parent, (opts && opts->parent) ? opts->parent : me,
                           memory_order_relaxed);
     atomic_store_explicit(&p->restarts, opts ? opts->restarts : 0, memory_order_relaxed);

@@ -31,6 +31,8 @@
 #ifndef ROOST_RT_H
 #define ROOST_RT_H
 
+#include <pthread.h>
+
 #include "rt/rt_types.h"
 
 /* ---- Runtime lifecycle ------------------------------------------------- */
@@ -118,8 +120,12 @@ typedef struct rt_behaviour {
 #define RT_SPAWN_ACK       0x04u  /* the child sends the caller RT_MSG_ACK after init */
 #define RT_SPAWN_TRAP_EXIT 0x08u  /* the child starts with trap_exit on */
 
+struct rt_exec;
+
 typedef struct rt_spawn_opts {
     uint32_t flags;          /* RT_SPAWN_* */
+    struct rt_exec *exec;    /* run only on this executor's thread (see
+                                "Executors" below); NULL = schedulers */
     rt_pid_t parent;         /* shown by introspection; RT_NOPID = caller */
     const char *name;        /* registered by the child before init (copied);
                                 taken -> init fails with "already_registered",
@@ -309,6 +315,34 @@ int rt_inbox_spawn(rt_inbox_t *ib, const rt_behaviour_t *b, void *arg,
                    rt_spawn_opts_t *opts, rt_pid_t *pid);
 /* Ends the inbox's process (reason normal) and frees what is queued. */
 void rt_inbox_close(rt_inbox_t *ib);
+
+/* ---- Executors: processes pinned to a thread that is not a scheduler -------
+ * An I/O thread (a libuv loop) owns sockets that only it may touch. A
+ * process spawned with opts->exec runs only on that thread: when it
+ * becomes runnable the runtime queues it on the executor and calls
+ * wake(), and the thread calls rt_exec_run() to give the queued processes
+ * their turns. Everything else about such a process is ordinary (links,
+ * monitors, calls, timers, pub/sub). The executor is caller-allocated and
+ * must outlive every process pinned to it. */
+typedef struct rt_exec {
+    /* Called from any thread when the queue goes from empty to non-empty;
+     * must be thread-safe and cheap (uv_async_send is). */
+    void (*wake)(struct rt_exec *e);
+    void *data;                      /* the owner's */
+    /* runtime-private */
+    pthread_mutex_t mu;
+    void *head, *tail;
+    _Atomic uint32_t len;
+} rt_exec_t;
+
+/* Any thread. Returns RT_OK. */
+int rt_exec_init(rt_exec_t *e, void (*wake)(rt_exec_t *e), void *data);
+/* The executor's thread only. Gives up to max queued processes one turn
+ * each and returns how many are still queued (call again, or wait for
+ * the next wake). */
+size_t rt_exec_run(rt_exec_t *e, size_t max);
+/* After every process pinned to it has exited. */
+void rt_exec_destroy(rt_exec_t *e);
 
 /* ---- Introspection ------------------------------------------------------- */
 

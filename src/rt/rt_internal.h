@@ -89,6 +89,7 @@ typedef struct rt_proc {
     uint32_t gen;                   /* slot allocator only */
     /* -- scheduler -- */
     struct rt_proc *rq_next;
+    _Atomic(rt_exec_t *) exec;      /* pinned to this executor, or NULL */
     /* -- timer lock -- */
     struct rt_timer *timers;
 } rt_proc_t;

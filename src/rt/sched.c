@@ -147,8 +147,66 @@ bool rt__on_scheduler(void)
     return rt__tls.sched != NULL;
 }
 
+/* ---- executors ---- */
+
+int rt_exec_init(rt_exec_t *e, void (*wake)(rt_exec_t *), void *data)
+{
+    e->wake = wake;
+    e->data = data;
+    pthread_mutex_init(&e->mu, NULL);
+    e->head = e->tail = NULL;
+    atomic_init(&e->len, 0);
+    return RT_OK;
+}
+
+void rt_exec_destroy(rt_exec_t *e)
+{
+    pthread_mutex_destroy(&e->mu);
+}
+
+static void exec_push(rt_exec_t *e, rt_proc_t *p)
+{
+    p->rq_next = NULL;
+    pthread_mutex_lock(&e->mu);
+    if (e->tail)
+        ((rt_proc_t *)e->tail)->rq_next = p;
+    else
+        e->head = p;
+    e->tail = p;
+    bool was_empty = atomic_fetch_add_explicit(&e->len, 1, memory_order_relaxed) == 0;
+    pthread_mutex_unlock(&e->mu);
+    if (was_empty)
+        e->wake(e);
+}
+
+size_t rt_exec_run(rt_exec_t *e, size_t max)
+{
+    rt__tls_check_epoch();
+    for (size_t i = 0; i < max; i++) {
+        pthread_mutex_lock(&e->mu);
+        rt_proc_t *p = e->head;
+        if (p) {
+            e->head = p->rq_next;
+            if (!e->head)
+                e->tail = NULL;
+            atomic_fetch_sub_explicit(&e->len, 1, memory_order_relaxed);
+        }
+        pthread_mutex_unlock(&e->mu);
+        if (!p)
+            break;
+        p->rq_next = NULL;
+        rt__run(p);
+    }
+    return atomic_load_explicit(&e->len, memory_order_relaxed);
+}
+
 void rt__schedule(rt_proc_t *p)
 {
+    rt_exec_t *e = atomic_load_explicit(&p->exec, memory_order_relaxed);
+    if (e) {
+        exec_push(e, p);
+        return;
+    }
     rt_sched_t *s = rt__tls.sched;
     if (!s) {
         rq_push(&global_q, p);
@@ -162,6 +220,11 @@ void rt__schedule(rt_proc_t *p)
 
 void rt__reschedule(rt_proc_t *p)
 {
+    rt_exec_t *e = atomic_load_explicit(&p->exec, memory_order_relaxed);
+    if (e) {
+        exec_push(e, p);
+        return;
+    }
     rt_sched_t *s = rt__tls.sched;
     if (!s) {
         rq_push(&global_q, p);
