@@ -1051,6 +1051,36 @@ static void proc_exit(rt_proc_t *p, rt_reason_t *reason)
     free_slot((uint32_t)me);
 }
 
+int rt_exec_call(rt_exec_t *e, rt_pid_t pid, void (*fn)(void *state, void *arg), void *arg)
+{
+    rt_proc_t *p = rt__lookup(pid);
+    if (!p)
+        return RT_ENOPROC;
+    if (atomic_load_explicit(&p->exec, memory_order_relaxed) != e)
+        return RT_EINVAL;
+    if (!(p->pflags & RT_PF_LIVE))
+        return RT_ENOPROC; /* init has not run yet */
+    rt_proc_t *saved = rt__tls.self;
+    rt__tls.self = p;
+    rt_reason_t *why;
+    GUARDED(why, fn(p->state, arg));
+    if (!why && (p->pflags & RT_PF_STOP)) {
+        p->pflags &= ~RT_PF_STOP;
+        why = p->ext->stop_reason;
+        p->ext->stop_reason = NULL;
+    }
+    if (why) {
+        /* The process may sit in e's queue: its next turn finds it dead
+         * and only drains stale messages. */
+        proc_exit(p, why);
+    } else if (p->pflags & RT_PF_MUTED) {
+        /* Backpressure does not apply here: we are not in a turn. */
+        p->pflags &= ~RT_PF_MUTED;
+    }
+    rt__tls.self = saved;
+    return RT_OK;
+}
+
 /* Used by rt_runtime_stop: a kill signal to every live process. */
 void rt__kill_all(void)
 {

@@ -343,6 +343,13 @@ int rt_exec_init(rt_exec_t *e, void (*wake)(rt_exec_t *e), void *data);
 size_t rt_exec_run(rt_exec_t *e, size_t max);
 /* After every process pinned to it has exited. */
 void rt_exec_destroy(rt_exec_t *e);
+/* The executor's thread only, outside any process turn (e.g. in a libuv
+ * read callback): runs fn(state, arg) as process pid, which must be
+ * pinned to e. Inside fn everything a callback may do works (rt_self,
+ * rt_call, rt_subscribe, rt_stop, rt_fail); a failure or rt_stop ends the
+ * process as it would in a callback. Returns RT_OK, RT_ENOPROC (not
+ * alive) or RT_EINVAL (not pinned to e). */
+int rt_exec_call(rt_exec_t *e, rt_pid_t pid, void (*fn)(void *state, void *arg), void *arg);
 
 /* ---- Introspection ------------------------------------------------------- */
 
