@@ -346,6 +346,7 @@ int rt_spawn(const rt_behaviour_t *b, void *arg, rt_spawn_opts_t *opts, rt_pid_t
                           memory_order_relaxed);
     atomic_store_explicit(&p->restarts, opts ? opts->restarts : 0, memory_order_relaxed);
     atomic_store_explicit(&p->handled, 0, memory_order_relaxed);
+    atomic_store_explicit(&p->state_mem, 0, memory_order_relaxed);
     atomic_fetch_add_explicit(&rt__g.live_procs, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&rt__g.spawned, 1, memory_order_relaxed);
     /* release: a runner that sees this pid sees beh/parent above. */
@@ -708,6 +709,9 @@ static void postpone(rt_proc_t *p, rt_msg_t *m)
         x->def_head = c;
     x->def_tail = c;
     x->ndef++;
+    /* Still waiting to be handled: introspection counts it as queued. */
+    atomic_store_explicit(&p->mb_recv, atomic_load_explicit(&p->mb_recv, memory_order_relaxed) - 1,
+                          memory_order_relaxed);
 }
 
 static rt_msg_t *unpostpone(rt_proc_t *p)
@@ -719,6 +723,8 @@ static rt_msg_t *unpostpone(rt_proc_t *p)
     if (!x->def_head)
         x->def_tail = NULL;
     x->ndef--;
+    atomic_store_explicit(&p->mb_recv, atomic_load_explicit(&p->mb_recv, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
     return c;
 }
 
@@ -820,9 +826,12 @@ static rt_reason_t *dispatch(rt_proc_t *p, rt_msg_t *m)
     atomic_store_explicit(&p->handled, atomic_load_explicit(&p->handled, memory_order_relaxed) + 1,
                           memory_order_relaxed);
     if (m->kind == RT_MSG_CALL) {
-        if (!b->handle_call)
-            return rt_reason_new("undefined handle_call");
         rt_from_t from = { m->from, m->ref };
+        if (!b->handle_call) {
+            /* As in OTP the callee fails; the caller learns why. */
+            rt__vec_add(&rt__ext(p)->pending, from.ref, from.pid);
+            return rt_reason_new("undefined handle_call");
+        }
         rt__tls.cur_call_ref = m->ref;
         rt__tls.cur_call_pid = m->from;
         rt__tls.replied = false;
@@ -836,8 +845,10 @@ static rt_reason_t *dispatch(rt_proc_t *p, rt_msg_t *m)
         }
         if (res == RT_NOREPLY)
             rt__vec_add(&rt__ext(p)->pending, from.ref, from.pid);
-        else if (!rt__tls.replied)
+        else if (!rt__tls.replied) {
+            rt__vec_add(&rt__ext(p)->pending, from.ref, from.pid);
             return rt_reason_new("handle_call returned without a reply");
+        }
     } else if (m->kind == RT_MSG_CAST) {
         if (b->handle_cast)
             GUARDED(fail, b->handle_cast(p->state, m));
@@ -959,6 +970,13 @@ void rt__run(rt_proc_t *p)
     }
     rt__tls.self = NULL;
     atomic_store_explicit(&p->pflags_pub, p->pflags, memory_order_relaxed);
+    if (pid && (p->pflags & RT_PF_LIVE)) {
+        /* The state is the runner's alone, so its size is taken here and
+         * published for introspection. */
+        const rt_behaviour_t *b = atomic_load_explicit(&p->beh, memory_order_relaxed);
+        if (b->memory)
+            atomic_store_explicit(&p->state_mem, b->memory(p->state), memory_order_relaxed);
+    }
 
     if (pid && (p->pflags & RT_PF_MUTED)) {
         park_muted(p);
@@ -1043,6 +1061,37 @@ static void proc_exit(rt_proc_t *p, rt_reason_t *reason)
         answer_dead(m, m->to == me ? reason : RT_NOPROC_REASON);
         rt__msg_release_data(m);
     }
+    /* The last message handled is still the queue's tail (invariant 4).
+     * Put the stub back behind it and consume up to the stub, so the dead
+     * slot keeps no message alive; anything a stale sender slipped in
+     * meanwhile is answered as stale. */
+    if (p->mb_tail != &p->stub) {
+        atomic_store_explicit(&p->stub.next, NULL, memory_order_relaxed);
+        uintptr_t prev = atomic_exchange_explicit(&p->mb_head, (uintptr_t)&p->stub,
+                                                  memory_order_acq_rel);
+        atomic_store_explicit(&((rt_mnode_t *)(prev & ~(uintptr_t)1))->next, &p->stub,
+                              memory_order_release);
+        for (;;) {
+            rt_mnode_t *tail = p->mb_tail;
+            rt_mnode_t *next = atomic_load_explicit(&tail->next, memory_order_acquire);
+            if (!next) {
+                /* A sender between its exchange and its link: wait. */
+                __builtin_ia32_pause();
+                continue;
+            }
+            p->mb_tail = next;
+            if (tail != &p->stub)
+                rt__msg_dealloc(RT_CONTAINER_OF(tail, rt_msg_t, node));
+            if (next == &p->stub)
+                break;
+            rt_msg_t *m = RT_CONTAINER_OF(next, rt_msg_t, node);
+            atomic_store_explicit(&p->mb_recv,
+                                  atomic_load_explicit(&p->mb_recv, memory_order_relaxed) + 1,
+                                  memory_order_relaxed);
+            answer_dead(m, RT_NOPROC_REASON);
+            rt__msg_release_data(m);
+        }
+    }
     rt_reason_release(reason);
     atomic_fetch_sub_explicit(&rt__g.live_procs, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&rt__g.exited, 1, memory_order_relaxed);
@@ -1108,7 +1157,8 @@ static void fill_info(rt_proc_t *p, rt_pid_t pid, rt_proc_info_t *out)
     out->trap_exit = atomic_load_explicit(&p->pflags_pub, memory_order_relaxed) & RT_PF_TRAP;
     /* The state's own size is only known to the process; the struct and
      * queued messages are what the runtime itself spends. */
-    out->memory = sizeof *p + (size_t)out->mailbox_len * sizeof(rt_msg_t);
+    out->memory = sizeof *p + (size_t)out->mailbox_len * sizeof(rt_msg_t) +
+                  (size_t)atomic_load_explicit(&p->state_mem, memory_order_relaxed);
     rt__registry_first_name(pid, out->name, sizeof out->name);
 }
 

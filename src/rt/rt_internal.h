@@ -80,6 +80,7 @@ typedef struct rt_proc {
     _Atomic uint64_t handled;
     _Atomic uint32_t restarts;
     _Atomic uint32_t pflags_pub;    /* copy of pflags for introspection */
+    _Atomic uint64_t state_mem;     /* behaviour's memory(), after each turn */
     /* -- runner only -- */
     rt_mnode_t *mb_tail;
     rt_mnode_t stub;

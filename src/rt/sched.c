@@ -8,7 +8,9 @@
  * caches and no lock; a displaced runnext goes to the queue. A run of
  * 32 consecutive runnext turns yields to the queue so that two processes
  * bouncing messages cannot starve the others. Idle schedulers steal half
- * of a busy one's queue; schedules from non-scheduler threads go to a
+ * of a busy one's queue, and its runnext if that has not moved for a few
+ * microseconds while the owner finished no turn (Go's rule: a long
+ * callback must not strand the process it just woke); schedules from non-scheduler threads go to a
  * global queue. A scheduler that finds nothing spins briefly, then sleeps
  * on a condition variable: an idle server uses no CPU.
  *
@@ -20,6 +22,7 @@
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "rt/rt_internal.h"
@@ -32,7 +35,10 @@ typedef struct rq {
 
 typedef struct rt_sched {
     rq_t q;
-    rt_proc_t *runnext;
+    /* Taken by exchange, so an idle scheduler can steal it when the owner
+     * is stuck in a long callback (see steal_runnext). */
+    _Atomic(rt_proc_t *) runnext;
+    _Atomic uint64_t turns;      /* turns finished: "is the owner stuck?" */
     unsigned streak;
     unsigned tick;
     unsigned id;
@@ -213,9 +219,9 @@ void rt__schedule(rt_proc_t *p)
         wake_one();
         return;
     }
-    if (s->runnext)
-        push_local(s, s->runnext);
-    s->runnext = p;
+    rt_proc_t *old = atomic_exchange_explicit(&s->runnext, p, memory_order_acq_rel);
+    if (old)
+        push_local(s, old);
 }
 
 void rt__reschedule(rt_proc_t *p)
@@ -247,15 +253,15 @@ static bool any_work(void)
 static rt_proc_t *pick(rt_sched_t *s)
 {
     rt_proc_t *p;
-    if (s->runnext) {
-        if (s->streak < 32 || atomic_load_explicit(&s->q.len, memory_order_relaxed) == 0) {
-            p = s->runnext;
-            s->runnext = NULL;
-            s->streak++;
-            return p;
+    if (atomic_load_explicit(&s->runnext, memory_order_relaxed)) {
+        p = atomic_exchange_explicit(&s->runnext, NULL, memory_order_acq_rel);
+        if (p) {
+            if (s->streak < 32 || atomic_load_explicit(&s->q.len, memory_order_relaxed) == 0) {
+                s->streak++;
+                return p;
+            }
+            push_local(s, p);
         }
-        push_local(s, s->runnext);
-        s->runnext = NULL;
     }
     s->streak = 0;
     /* Now and then serve the global queue first so it cannot starve. */
@@ -273,15 +279,59 @@ static rt_proc_t *pick(rt_sched_t *s)
     return NULL;
 }
 
-static void idle(rt_sched_t *s)
+/* A runnext that has not moved for `STUCK_NS` while its owner finished
+ * no turn belongs to a scheduler stuck in a long callback: take it. */
+#define STUCK_NS 5000u
+
+static rt_proc_t *steal_runnext(rt_sched_t *s, rt_proc_t **seen, uint64_t *turns)
 {
+    for (unsigned k = 0; k < nscheds; k++) {
+        rt_sched_t *v = &scheds[k];
+        if (v == s)
+            continue;
+        rt_proc_t *rn = atomic_load_explicit(&v->runnext, memory_order_relaxed);
+        uint64_t t = atomic_load_explicit(&v->turns, memory_order_relaxed);
+        if (rn && rn == seen[k] && t == turns[k] &&
+            atomic_compare_exchange_strong_explicit(&v->runnext, &rn, NULL,
+                                                    memory_order_acq_rel, memory_order_relaxed))
+            return rn;
+        seen[k] = rn;
+        turns[k] = t;
+    }
+    return NULL;
+}
+
+static rt_proc_t *idle(rt_sched_t *s)
+{
+    rt_proc_t *seen[64] = { 0 };
+    uint64_t turns[64] = { 0 };
+    unsigned n = nscheds < 64 ? nscheds : 64;
+    for (unsigned k = 0; k < n; k++) {
+        seen[k] = atomic_load_explicit(&scheds[k].runnext, memory_order_relaxed);
+        turns[k] = atomic_load_explicit(&scheds[k].turns, memory_order_relaxed);
+    }
     /* Spin a little first: a message is often a few microseconds away,
      * and a futex sleep/wake costs more than that. */
-    for (int i = 0; i < 2000; i++) {
+    uint64_t t0 = rt_now_ns();
+    for (int i = 0; i < 4000; i++) {
         if (any_work() || atomic_load_explicit(&stopping, memory_order_relaxed))
-            return;
+            return NULL;
         __builtin_ia32_pause();
+        if ((i & 63) == 63 && rt_now_ns() - t0 > STUCK_NS) {
+            rt_proc_t *p = steal_runnext(s, seen, turns);
+            if (p)
+                return p;
+            t0 = rt_now_ns();
+        }
     }
+    rt_proc_t *p = steal_runnext(s, seen, turns);
+    if (p)
+        return p;
+    /* A stuck owner's runnext must not wait for a wake that never comes:
+     * sleep with a timeout while any runnext is occupied. */
+    bool occupied = false;
+    for (unsigned k = 0; k < nscheds; k++)
+        occupied |= atomic_load_explicit(&scheds[k].runnext, memory_order_relaxed) != NULL;
     /* Nothing runnable at all: paused senders go on (backpressure must
      * never deadlock two processes flooding each other). */
     rt__unmute_all();
@@ -290,12 +340,25 @@ static void idle(rt_sched_t *s)
     if (!any_work() && !atomic_load_explicit(&stopping, memory_order_seq_cst)) {
         s->sleeping = true;
         s->woken = false;
-        while (!s->woken && !atomic_load_explicit(&stopping, memory_order_relaxed))
-            pthread_cond_wait(&s->cond, &sleep_mu);
+        if (occupied) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_nsec += 1000000; /* 1 ms */
+            if (ts.tv_nsec >= 1000000000L) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000L;
+            }
+            if (!s->woken && !atomic_load_explicit(&stopping, memory_order_relaxed))
+                pthread_cond_timedwait(&s->cond, &sleep_mu, &ts);
+        } else {
+            while (!s->woken && !atomic_load_explicit(&stopping, memory_order_relaxed))
+                pthread_cond_wait(&s->cond, &sleep_mu);
+        }
         s->sleeping = false;
     }
     atomic_fetch_sub_explicit(&nsleeping, 1, memory_order_seq_cst);
     pthread_mutex_unlock(&sleep_mu);
+    return NULL;
 }
 
 static void *sched_main(void *arg)
@@ -304,13 +367,17 @@ static void *sched_main(void *arg)
     rt__tls.sched = s;
     for (;;) {
         rt_proc_t *p = pick(s);
+        if (!p) {
+            if (atomic_load_explicit(&stopping, memory_order_acquire) && !any_work())
+                break;
+            p = idle(s);
+        }
         if (p) {
             rt__run(p);
-            continue;
+            atomic_store_explicit(&s->turns,
+                                  atomic_load_explicit(&s->turns, memory_order_relaxed) + 1,
+                                  memory_order_relaxed);
         }
-        if (atomic_load_explicit(&stopping, memory_order_acquire) && !any_work())
-            break;
-        idle(s);
     }
     rt__tls.sched = NULL;
     return NULL;
