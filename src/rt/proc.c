@@ -898,9 +898,34 @@ static void unmute(rt_pid_t target)
     }
 }
 
-void rt__unmute_all(void)
+void rt__unmute_cycles(void)
 {
-    unmute(0);
+    /* The only way paused senders can wait forever is a cycle: A paused
+     * on B while B is paused (on A, or further round). Break every such
+     * wait; a sender whose target is running or runnable stays paused. */
+    if (atomic_load_explicit(&nmuted, memory_order_seq_cst) == 0)
+        return;
+    rt_proc_t *wake = NULL;
+    pthread_mutex_lock(&mute_mu);
+    for (rt_proc_t **pp = &muted; *pp;) {
+        rt_proc_t *q = *pp;
+        rt_proc_t *t = rt__lookup(q->ext->muted_on);
+        if (!t || (atomic_load_explicit(&t->pflags_pub, memory_order_relaxed) & RT_PF_MUTED)) {
+            *pp = q->rq_next;
+            q->rq_next = wake;
+            wake = q;
+            atomic_fetch_sub(&nmuted, 1);
+        } else {
+            pp = &q->rq_next;
+        }
+    }
+    pthread_mutex_unlock(&mute_mu);
+    while (wake) {
+        rt_proc_t *q = wake;
+        wake = q->rq_next;
+        q->rq_next = NULL;
+        rt__reschedule(q);
+    }
 }
 
 static void park_muted(rt_proc_t *p)

@@ -14,12 +14,14 @@
 typedef struct reg_entry {
     char *name;
     rt_pid_t pid;
+    uint64_t seq;                /* registration order: the first name wins */
     struct reg_entry *next_name, *next_pid;
 } reg_entry_t;
 
 static pthread_rwlock_t reg_lock = PTHREAD_RWLOCK_INITIALIZER;
 static reg_entry_t **by_name, **by_pid;
 static uint32_t reg_cap, reg_n;
+static uint64_t reg_seq;
 
 static uint64_t hash_str(const char *s)
 {
@@ -117,6 +119,7 @@ int rt__registry_add(const char *name, rt_pid_t pid, rt_pid_t *holder)
         return RT_ENOMEM;
     }
     e->pid = pid;
+    e->seq = reg_seq++;
     uint32_t h = (uint32_t)hash_str(name) & (reg_cap - 1);
     e->next_name = by_name[h];
     by_name[h] = e;
@@ -156,12 +159,13 @@ size_t rt__registry_first_name(rt_pid_t pid, char *buf, size_t cap)
     buf[0] = 0;
     pthread_rwlock_rdlock(&reg_lock);
     if (reg_cap) {
-        for (reg_entry_t *e = by_pid[hash_pid(pid) & (reg_cap - 1)]; e; e = e->next_pid) {
-            if (e->pid == pid) {
-                strncpy(buf, e->name, cap - 1);
-                buf[cap - 1] = 0;
-                break;
-            }
+        const reg_entry_t *first = NULL;
+        for (reg_entry_t *e = by_pid[hash_pid(pid) & (reg_cap - 1)]; e; e = e->next_pid)
+            if (e->pid == pid && (!first || e->seq < first->seq))
+                first = e;
+        if (first) {
+            strncpy(buf, first->name, cap - 1);
+            buf[cap - 1] = 0;
         }
     }
     pthread_rwlock_unlock(&reg_lock);

@@ -178,9 +178,10 @@ void rt__run(rt_proc_t *p);
 int rt__deliver(rt_pid_t to, rt_msg_t *m);
 rt_ext_t *rt__ext(rt_proc_t *p);
 void rt__kill_all(void);
-/* Reschedules every process paused by backpressure (idle schedulers call
- * it so that two processes flooding each other cannot both stay paused). */
-void rt__unmute_all(void);
+/* Reschedules the processes paused by backpressure whose target is
+ * itself paused (idle schedulers call it, so that processes flooding each
+ * other cannot all stay paused). */
+void rt__unmute_cycles(void);
 
 /* ---- messages (msg.c) ---- */
 rt_msg_t *rt__msg_alloc(void);

@@ -332,9 +332,8 @@ static rt_proc_t *idle(rt_sched_t *s)
     bool occupied = false;
     for (unsigned k = 0; k < nscheds; k++)
         occupied |= atomic_load_explicit(&scheds[k].runnext, memory_order_relaxed) != NULL;
-    /* Nothing runnable at all: paused senders go on (backpressure must
-     * never deadlock two processes flooding each other). */
-    rt__unmute_all();
+    /* Backpressure must never deadlock processes flooding each other. */
+    rt__unmute_cycles();
     pthread_mutex_lock(&sleep_mu);
     atomic_fetch_add_explicit(&nsleeping, 1, memory_order_seq_cst);
     if (!any_work() && !atomic_load_explicit(&stopping, memory_order_seq_cst)) {
