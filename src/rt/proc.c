@@ -610,7 +610,10 @@ int rt_migrate(rt_pid_t pid, const rt_behaviour_t *b)
 
 static void proc_exit(rt_proc_t *p, rt_reason_t *reason);
 
-static void do_init(rt_proc_t *p, rt_msg_t *m)
+/* Returns NULL or the reason init failed (taken): the caller exits the
+ * process once it is done with m (the exit frees the queue's tail, which
+ * is m). */
+static rt_reason_t *do_init(rt_proc_t *p, rt_msg_t *m)
 {
     rt_pid_t me = m->to;
     uint32_t flags = m->tag;
@@ -658,8 +661,7 @@ static void do_init(rt_proc_t *p, rt_msg_t *m)
         }
         rt__deliver(m->from, ack);
     }
-    if (why)
-        proc_exit(p, why);
+    return why;
 }
 
 /* Returns true if the process is to exit with *reason (taken). */
@@ -714,6 +716,37 @@ static void postpone(rt_proc_t *p, rt_msg_t *m)
                           memory_order_relaxed);
 }
 
+/* While awaiting: the awaited message may have been postponed by an
+ * earlier await. Unlinks and returns it, or NULL. O(postponed). */
+static rt_msg_t *find_postponed(rt_proc_t *p)
+{
+    rt_ext_t *x = p->ext;
+    rt_msg_t *prev = NULL;
+    for (rt_msg_t *c = x->def_head; c;) {
+        rt_mnode_t *n = atomic_load_explicit(&c->node.next, memory_order_relaxed);
+        rt_msg_t *next = n ? RT_CONTAINER_OF(n, rt_msg_t, node) : NULL;
+        if (c->ref == x->await_ref &&
+            (c->kind == RT_MSG_REPLY || c->kind == RT_MSG_ACK || c->kind == RT_MSG_DOWN ||
+             c->kind == RT_MSG_TIMER)) {
+            if (prev)
+                atomic_store_explicit(&prev->node.next, n, memory_order_relaxed);
+            else
+                x->def_head = next;
+            if (x->def_tail == c)
+                x->def_tail = prev;
+            x->ndef--;
+            atomic_store_explicit(&c->node.next, NULL, memory_order_relaxed);
+            atomic_store_explicit(&p->mb_recv,
+                                  atomic_load_explicit(&p->mb_recv, memory_order_relaxed) + 1,
+                                  memory_order_relaxed);
+            return c;
+        }
+        prev = c;
+        c = next;
+    }
+    return NULL;
+}
+
 static rt_msg_t *unpostpone(rt_proc_t *p)
 {
     rt_ext_t *x = p->ext;
@@ -738,8 +771,7 @@ static rt_reason_t *dispatch(rt_proc_t *p, rt_msg_t *m)
 
     switch (m->kind) {
     case RT_MSG__INIT:
-        do_init(p, m);
-        return NULL;
+        return do_init(p, m);
     case RT_MSG__LINK:
         if (rt__vec_find_pid(&rt__ext(p)->links, m->from) < 0)
             rt__vec_add(&p->ext->links, 0, m->from);
@@ -958,6 +990,8 @@ void rt__run(rt_proc_t *p)
         if (p->ext && p->ext->def_head && !(p->pflags & RT_PF_AWAIT) && pid) {
             m = unpostpone(p);
             from_def = true;
+        } else if (p->ext && p->ext->def_head && pid && (m = find_postponed(p))) {
+            from_def = true;
         } else {
             m = mb_pop(p);
             if (!m)
@@ -987,8 +1021,6 @@ void rt__run(rt_proc_t *p)
         if (why) {
             proc_exit(p, why);
             pid = 0;
-        } else if (atomic_load_explicit(&p->pid, memory_order_relaxed) == 0) {
-            pid = 0; /* exited inside do_init */
         }
         if (p->pflags & RT_PF_MUTED)
             break;
