@@ -642,7 +642,7 @@ static rt_reason_t *do_init(rt_proc_t *p, rt_msg_t *m)
     }
     if (!why) {
         void *state = NULL;
-        rt_reason_t *r = NULL;
+        rt_reason_t *volatile r = NULL;
         GUARDED(why, r = b->init((void *)(uintptr_t)m->a, &state));
         if (!why)
             why = r;
@@ -805,7 +805,7 @@ static rt_reason_t *dispatch(rt_proc_t *p, rt_msg_t *m)
     }
     case RT_MSG__MIGRATE: {
         const rt_behaviour_t *nb = (const rt_behaviour_t *)(uintptr_t)m->a;
-        rt_reason_t *r = NULL;
+        rt_reason_t *volatile r = NULL;
         void *st = p->state;
         if (nb->migrate)
             GUARDED(fail, r = nb->migrate(&st, b->version));

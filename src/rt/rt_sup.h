@@ -100,9 +100,12 @@ extern const rt_behaviour_t rt_sup_behaviour;
  *   RT_EEXIT     the child failed in init; data = its reason
  *   RT_ETAKEN    start_child: the id exists (a = its pid if it runs)
  *   RT_ENOTFOUND no child with that id / pid
- *   RT_ESTATE    delete/restart of a running (or restarting) child
+ *   RT_ESTATE    delete/restart of a running (or restarting) child; any
+ *                request while a dynamic supervisor stops all its
+ *                children before exiting (a start_dyn arg is not taken)
  *   RT_EINVAL    a request that does not fit the supervisor's strategy
- *                (start_dyn to a static supervisor, ids to a dynamic one)
+ *                (start_dyn to a static supervisor: its arg is not taken;
+ *                a spec to a dynamic one, delete/restart on a dynamic one)
  *   RT_ENOMEM    nothing was done (the arg is still freed, see above) */
 enum rt_sup_tag {
     RT_SUP_START_CHILD = 0x53500001u, /* data: rt_child_spec_t copy (static) or arg (simple) */
