@@ -198,7 +198,7 @@ static uint64_t insert(int ms, rt_pid_t to, rt_msg_t *m, uint64_t id)
     if (t->heap_idx == 0)
         pthread_cond_signal(&tcond);
     pthread_mutex_unlock(&tmu);
-    return t->id;
+    return id; /* not t->id: a due timer may already be fired and freed */
 }
 
 uint64_t rt__send_after_raw(int ms, rt_pid_t to, rt_msg_t *m)
