@@ -372,7 +372,10 @@ typedef struct rt_stats {
     uint64_t messages;       /* sent, all kinds */
     uint64_t dropped;        /* to dead pids */
     uint64_t restarts;       /* by supervisors */
-    int64_t msgs_live;       /* allocated and not yet freed */
+    int64_t msgs_live;       /* allocated and not yet freed; includes the
+                                last message each live process handled
+                                (it stays the mailbox's tail until the
+                                next one arrives) */
 } rt_stats_t;
 
 /* Any thread. A snapshot (fields are read without stopping anyone). */
