@@ -1,0 +1,519 @@
+/*
+ * store/sqlite.c — the SQLite back end of the durable store: one database
+ * file, <data>/roost.db, in WAL mode with synchronous=FULL, one
+ * connection used only by the store's writer thread (store.c rule 1),
+ * every statement prepared once at open.
+ *
+ * Tables (database schema version 1; see `migrations` below):
+ *   store_schema  the database schema version (one row)
+ *   rooms         id -> latest state JSON, state_version, version,
+ *                 updated_at, ended; a partial index on the live ones
+ *   events        (room, seq) -> at, type, user, data; seq per room
+ *   calls         id -> times, participants JSON array, duration
+ *   call_users    (user, created_at, call_id): the participants index,
+ *                 so "calls of a user, newest first" is one index range
+ *
+ * Why synchronous=FULL and not NORMAL in WAL mode: with NORMAL, SQLite
+ * fsyncs the WAL only when it checkpoints, not at each commit. A
+ * committed transaction then survives a crash of the process (kill -9:
+ * its pages are in the kernel's cache) but can be lost by a power cut or
+ * a kernel crash. roost answers "ok" to a client only once the change is
+ * durable, so every commit must reach the disk: FULL fsyncs the WAL at
+ * every commit. The cost is one fsync per commit, which group commit
+ * (store.c) shares among every request of a batch.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sqlite3.h>
+
+#include "store/store.h"
+
+/* Database schema migrations: entry i takes the schema from version i to
+ * i + 1. Append, never edit: a database records how far it got. */
+static const char *const migrations[] = {
+    /* 0 -> 1: the first schema */
+    "CREATE TABLE rooms ("
+    "  id TEXT PRIMARY KEY,"
+    "  state TEXT NOT NULL,"
+    "  state_version INTEGER NOT NULL,"
+    "  version INTEGER NOT NULL,"
+    "  updated_at INTEGER NOT NULL,"
+    "  ended INTEGER NOT NULL DEFAULT 0);"
+    "CREATE INDEX rooms_live ON rooms(id) WHERE ended = 0;"
+    "CREATE TABLE events ("
+    "  room TEXT NOT NULL,"
+    "  seq INTEGER NOT NULL,"
+    "  at INTEGER NOT NULL,"
+    "  type TEXT NOT NULL,"
+    "  user TEXT,"
+    "  data TEXT,"
+    "  PRIMARY KEY (room, seq)) WITHOUT ROWID;"
+    "CREATE TABLE calls ("
+    "  id TEXT PRIMARY KEY,"
+    "  created_at INTEGER NOT NULL,"
+    "  started_at INTEGER,"
+    "  ended_at INTEGER,"
+    "  participants TEXT NOT NULL,"
+    "  duration_ms INTEGER NOT NULL);"
+    "CREATE INDEX calls_newest ON calls(created_at DESC, id DESC);"
+    "CREATE TABLE call_users ("
+    "  user TEXT NOT NULL,"
+    "  created_at INTEGER NOT NULL,"
+    "  call_id TEXT NOT NULL,"
+    "  PRIMARY KEY (user, created_at, call_id)) WITHOUT ROWID;"
+    "CREATE INDEX call_users_call ON call_users(call_id);",
+};
+#define SCHEMA_VERSION ((int64_t)(sizeof migrations / sizeof migrations[0]))
+
+enum stmt_id {
+    S_BEGIN,
+    S_COMMIT,
+    S_ROLLBACK,
+    S_PUT_STATE,
+    S_MARK_ENDED,
+    S_APPEND_EVENT,
+    S_PUT_CALL,
+    S_DEL_CALL_USERS,
+    S_ADD_CALL_USER,
+    S_LOAD_STATE,
+    S_LIST_LIVE,
+    S_READ_EVENTS,
+    S_CALLS_ALL,
+    S_CALLS_USER,
+    S__COUNT
+};
+
+static const char *const sql[S__COUNT] = {
+    /* IMMEDIATE takes the write lock at once: a transaction never has to
+     * upgrade a read lock, so another connection (an operator's sqlite3
+     * shell) can only make it wait (busy timeout), never deadlock it. */
+    [S_BEGIN] = "BEGIN IMMEDIATE",
+    [S_COMMIT] = "COMMIT",
+    [S_ROLLBACK] = "ROLLBACK",
+    [S_PUT_STATE] =
+        "INSERT INTO rooms (id, state, state_version, version, updated_at, ended)"
+        " VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
+        " ON CONFLICT (id) DO UPDATE SET state = excluded.state,"
+        " state_version = excluded.state_version, version = excluded.version,"
+        " updated_at = excluded.updated_at, ended = excluded.ended",
+    [S_MARK_ENDED] = "UPDATE rooms SET ended = 1, updated_at = ?2 WHERE id = ?1",
+    /* seq = the room's last + 1, computed inside the transaction by the
+     * only writer, so it is gapless and a rolled-back batch consumes none. */
+    [S_APPEND_EVENT] =
+        "INSERT INTO events (room, seq, at, type, user, data)"
+        " SELECT ?1, COALESCE(MAX(seq), 0) + 1, ?2, ?3, ?4, ?5 FROM events WHERE room = ?1"
+        " RETURNING seq",
+    [S_PUT_CALL] =
+        "INSERT INTO calls (id, created_at, started_at, ended_at, participants, duration_ms)"
+        " VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
+        " ON CONFLICT (id) DO UPDATE SET created_at = excluded.created_at,"
+        " started_at = excluded.started_at, ended_at = excluded.ended_at,"
+        " participants = excluded.participants, duration_ms = excluded.duration_ms",
+    [S_DEL_CALL_USERS] = "DELETE FROM call_users WHERE call_id = ?1",
+    [S_ADD_CALL_USER] =
+        "INSERT OR IGNORE INTO call_users (user, created_at, call_id) VALUES (?1, ?2, ?3)",
+    [S_LOAD_STATE] =
+        "SELECT id, state, state_version, version, updated_at, ended FROM rooms WHERE id = ?1",
+    [S_LIST_LIVE] =
+        "SELECT id, state, state_version, version, updated_at, ended FROM rooms"
+        " WHERE ended = 0 ORDER BY id",
+    [S_READ_EVENTS] =
+        "SELECT seq, at, type, user, data FROM events WHERE room = ?1 AND seq > ?2"
+        " ORDER BY seq LIMIT ?3",
+    [S_CALLS_ALL] =
+        "SELECT id, created_at, started_at, ended_at, participants, duration_ms FROM calls"
+        " ORDER BY created_at DESC, id DESC LIMIT ?1",
+    [S_CALLS_USER] =
+        "SELECT c.id, c.created_at, c.started_at, c.ended_at, c.participants, c.duration_ms"
+        " FROM call_users u JOIN calls c ON c.id = u.call_id WHERE u.user = ?1"
+        " ORDER BY u.created_at DESC, u.call_id DESC LIMIT ?2",
+};
+
+typedef struct sq {
+    sqlite3 *db;
+    sqlite3_stmt *st[S__COUNT];
+} sq_t;
+
+/* Maps an SQLite result to a store error and says what happened. */
+static int fail(sqlite3 *db, int rc, const char *what)
+{
+    fprintf(stderr, "roost store (sqlite): %s: %s (%d)\n", what,
+            db ? sqlite3_errmsg(db) : sqlite3_errstr(rc), rc);
+    switch (rc & 0xff) {
+    case SQLITE_FULL: return STORE_EFULL;
+    case SQLITE_NOMEM: return STORE_ENOMEM;
+    case SQLITE_CORRUPT:
+    case SQLITE_NOTADB: return STORE_ECORRUPT;
+    default: return STORE_EIO;
+    }
+}
+
+/* Runs a statement that returns no rows to the end, then resets it (the
+ * bound texts are the request's, borrowed only for this call). */
+static int run(sq_t *q, enum stmt_id id, const char *what)
+{
+    sqlite3_stmt *s = q->st[id];
+    int rc = sqlite3_step(s);
+    int err = rc == SQLITE_DONE || rc == SQLITE_ROW ? STORE_OK : fail(q->db, rc, what);
+    sqlite3_reset(s);
+    sqlite3_clear_bindings(s);
+    return err;
+}
+
+/* Runs a whole SQL script (only at open). */
+static int exec_sql(sqlite3 *db, const char *text, const char *what)
+{
+    char *msg = NULL;
+    int rc = sqlite3_exec(db, text, NULL, NULL, &msg);
+    if (rc == SQLITE_OK)
+        return STORE_OK;
+    fprintf(stderr, "roost store (sqlite): %s: %s\n", what, msg ? msg : sqlite3_errstr(rc));
+    sqlite3_free(msg);
+    return (rc & 0xff) == SQLITE_FULL ? STORE_EFULL : STORE_EIO;
+}
+
+/* One text value of a single-row query, copied to buf. */
+static int query_text(sqlite3 *db, const char *text, char *buf, size_t cap)
+{
+    sqlite3_stmt *s;
+    int rc = sqlite3_prepare_v2(db, text, -1, &s, NULL);
+    if (rc != SQLITE_OK)
+        return fail(db, rc, text);
+    rc = sqlite3_step(s);
+    int err = STORE_OK;
+    if (rc == SQLITE_ROW)
+        snprintf(buf, cap, "%s", (const char *)sqlite3_column_text(s, 0));
+    else
+        err = rc == SQLITE_DONE ? STORE_EIO : fail(db, rc, text);
+    sqlite3_finalize(s);
+    return err;
+}
+
+/* Brings the database schema to SCHEMA_VERSION, in one transaction: a
+ * crash halfway leaves the old schema, never half of a new one. */
+static int migrate(sqlite3 *db)
+{
+    int err = exec_sql(db,
+                       "BEGIN IMMEDIATE;"
+                       "CREATE TABLE IF NOT EXISTS store_schema ("
+                       "  id INTEGER PRIMARY KEY CHECK (id = 1),"
+                       "  version INTEGER NOT NULL);"
+                       "INSERT OR IGNORE INTO store_schema (id, version) VALUES (1, 0);",
+                       "creating the schema table");
+    if (err)
+        goto out;
+    char buf[32];
+    if ((err = query_text(db, "SELECT version FROM store_schema WHERE id = 1", buf, sizeof buf)))
+        goto out;
+    int64_t have = strtoll(buf, NULL, 10);
+    if (have > SCHEMA_VERSION || have < 0) {
+        fprintf(stderr,
+                "roost store (sqlite): database schema version %lld is newer than this "
+                "binary's %lld: refusing to open it\n",
+                (long long)have, (long long)SCHEMA_VERSION);
+        err = STORE_EVERSION;
+        goto out;
+    }
+    for (int64_t v = have; v < SCHEMA_VERSION; v++)
+        if ((err = exec_sql(db, migrations[v], "migrating the database schema")))
+            goto out;
+    if (have < SCHEMA_VERSION) {
+        char up[96];
+        snprintf(up, sizeof up, "UPDATE store_schema SET version = %lld WHERE id = 1",
+                 (long long)SCHEMA_VERSION);
+        if ((err = exec_sql(db, up, "recording the schema version")))
+            goto out;
+    }
+    err = exec_sql(db, "COMMIT", "committing the schema");
+out:
+    if (err && !sqlite3_get_autocommit(db))
+        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+    return err;
+}
+
+static void sq_close(void *be)
+{
+    sq_t *q = be;
+    if (!q)
+        return;
+    for (int i = 0; i < S__COUNT; i++)
+        sqlite3_finalize(q->st[i]);
+    /* Every statement is finalized, so close cannot be refused as busy;
+     * the last connection checkpoints the WAL into the database here. */
+    int rc = sqlite3_close(q->db);
+    if (rc != SQLITE_OK)
+        fprintf(stderr, "roost store (sqlite): close: %s\n", sqlite3_errstr(rc));
+    free(q);
+}
+
+static int sq_open(const store_config_t *cfg, void **out)
+{
+    if (!sqlite3_threadsafe()) {
+        fprintf(stderr, "roost store (sqlite): the SQLite library is built single-threaded\n");
+        return STORE_EBACKEND;
+    }
+    char path[4096];
+    if ((size_t)snprintf(path, sizeof path, "%s/roost.db", cfg->data_dir) >= sizeof path)
+        return STORE_EINVAL;
+    sq_t *q = calloc(1, sizeof *q);
+    if (!q)
+        return STORE_ENOMEM;
+    /* NOMUTEX: the connection is used by one thread at a time (opened
+     * here, then only by the writer thread), so SQLite's own locking is
+     * not needed. */
+    int rc = sqlite3_open_v2(path, &q->db,
+                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                             NULL);
+    int err = STORE_OK;
+    if (rc != SQLITE_OK) {
+        err = fail(q->db, rc, path);
+        err = err == STORE_EIO ? STORE_EBACKEND : err;
+        goto fail;
+    }
+    sqlite3_extended_result_codes(q->db, 1);
+    sqlite3_busy_timeout(q->db, cfg->busy_timeout_ms);
+    char mode[16];
+    if ((err = query_text(q->db, "PRAGMA journal_mode=WAL", mode, sizeof mode)))
+        goto fail;
+    if (strcmp(mode, "wal") != 0) {
+        fprintf(stderr, "roost store (sqlite): %s: WAL mode refused (journal_mode=%s)\n", path,
+                mode);
+        err = STORE_EBACKEND;
+        goto fail;
+    }
+    /* See the top of this file: FULL, because an acknowledged change must
+     * survive a power cut, not only a crash of the process. */
+    if ((err = exec_sql(q->db, "PRAGMA synchronous=FULL", "setting synchronous=FULL")))
+        goto fail;
+    if ((err = migrate(q->db)))
+        goto fail;
+    for (int i = 0; i < S__COUNT; i++) {
+        rc = sqlite3_prepare_v3(q->db, sql[i], -1, SQLITE_PREPARE_PERSISTENT, &q->st[i], NULL);
+        if (rc != SQLITE_OK) {
+            err = fail(q->db, rc, sql[i]);
+            goto fail;
+        }
+    }
+    *out = q;
+    return STORE_OK;
+fail:
+    if (q->db) {
+        for (int i = 0; i < S__COUNT; i++)
+            sqlite3_finalize(q->st[i]);
+        sqlite3_close(q->db);
+    }
+    free(q);
+    return err;
+}
+
+/* ---- Transactions ---------------------------------------------------------- */
+
+static int sq_begin(void *be)
+{
+    return run(be, S_BEGIN, "begin");
+}
+
+static int sq_commit(void *be)
+{
+    sq_t *q = be;
+    int err = run(q, S_COMMIT, "commit");
+    /* A failed COMMIT (SQLITE_FULL, SQLITE_IOERR) may leave the
+     * transaction open; store.c rolls it back. */
+    return err;
+}
+
+static void sq_rollback(void *be)
+{
+    sq_t *q = be;
+    if (sqlite3_get_autocommit(q->db))
+        return;  /* no transaction open (SQLite may have rolled it back itself) */
+    run(q, S_ROLLBACK, "rollback");
+}
+
+/* ---- Writes ----------------------------------------------------------------- */
+
+static int sq_put_state(void *be, const store_req_t *r, int64_t now_ms)
+{
+    sq_t *q = be;
+    sqlite3_stmt *s = q->st[S_PUT_STATE];
+    sqlite3_bind_text(s, 1, r->room, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 2, r->text, (int)r->text_len, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 3, r->state_version);
+    sqlite3_bind_int64(s, 4, (int64_t)r->version);
+    sqlite3_bind_int64(s, 5, now_ms);
+    sqlite3_bind_int(s, 6, r->ended);
+    return run(q, S_PUT_STATE, "writing a room state");
+}
+
+static int sq_mark_ended(void *be, const store_req_t *r, int64_t now_ms)
+{
+    sq_t *q = be;
+    sqlite3_stmt *s = q->st[S_MARK_ENDED];
+    sqlite3_bind_text(s, 1, r->room, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 2, now_ms);
+    int err = run(q, S_MARK_ENDED, "marking a room ended");
+    if (!err && sqlite3_changes(q->db) == 0)
+        err = STORE_ENOTFOUND;
+    return err;
+}
+
+static int sq_append_event(void *be, store_req_t *r)
+{
+    sq_t *q = be;
+    sqlite3_stmt *s = q->st[S_APPEND_EVENT];
+    sqlite3_bind_text(s, 1, r->room, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 2, r->at);
+    sqlite3_bind_text(s, 3, r->type, -1, SQLITE_STATIC);
+    if (r->user)
+        sqlite3_bind_text(s, 4, r->user, -1, SQLITE_STATIC);
+    if (r->text)
+        sqlite3_bind_text(s, 5, r->text, (int)r->text_len, SQLITE_STATIC);
+    int rc = sqlite3_step(s);
+    int err = STORE_OK;
+    if (rc == SQLITE_ROW) {
+        r->seq = (uint64_t)sqlite3_column_int64(s, 0);
+        rc = sqlite3_step(s);  /* finish the statement: RETURNING writes as it steps */
+    }
+    if (rc != SQLITE_DONE)
+        err = fail(q->db, rc, "appending an event");
+    sqlite3_reset(s);
+    sqlite3_clear_bindings(s);
+    return err;
+}
+
+static int sq_put_call(void *be, const store_req_t *r)
+{
+    sq_t *q = be;
+    sqlite3_stmt *s = q->st[S_PUT_CALL];
+    sqlite3_bind_text(s, 1, r->room, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 2, r->at);
+    if (r->started_at > 0)
+        sqlite3_bind_int64(s, 3, r->started_at);
+    if (r->ended_at > 0)
+        sqlite3_bind_int64(s, 4, r->ended_at);
+    sqlite3_bind_text(s, 5, r->text, (int)r->text_len, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 6, r->duration_ms);
+    int err = run(q, S_PUT_CALL, "writing a call record");
+    if (err)
+        return err;
+    /* A rewritten record may have other participants or another
+     * created_at: rebuild its index rows. */
+    sqlite3_bind_text(q->st[S_DEL_CALL_USERS], 1, r->room, -1, SQLITE_STATIC);
+    if ((err = run(q, S_DEL_CALL_USERS, "indexing a call record")))
+        return err;
+    s = q->st[S_ADD_CALL_USER];
+    for (size_t i = 0; i < r->nusers && !err; i++) {
+        sqlite3_bind_text(s, 1, r->users[i], -1, SQLITE_STATIC);
+        sqlite3_bind_int64(s, 2, r->at);
+        sqlite3_bind_text(s, 3, r->room, -1, SQLITE_STATIC);
+        err = run(q, S_ADD_CALL_USER, "indexing a call record");
+    }
+    return err;
+}
+
+/* ---- Reads ------------------------------------------------------------------- */
+
+/* Steps a bound query to its end, handing each row to add; resets it. */
+static int rows(sq_t *q, enum stmt_id id, int (*add)(store_req_t *r, sqlite3_stmt *s),
+                store_req_t *r, const char *what)
+{
+    sqlite3_stmt *s = q->st[id];
+    int rc = SQLITE_DONE, err = STORE_OK;
+    while (!err && (rc = sqlite3_step(s)) == SQLITE_ROW)
+        err = add(r, s);
+    if (!err && rc != SQLITE_DONE)
+        err = fail(q->db, rc, what);
+    sqlite3_reset(s);
+    sqlite3_clear_bindings(s);
+    return err;
+}
+
+static const char *col_text(sqlite3_stmt *s, int i)
+{
+    return (const char *)sqlite3_column_text(s, i);
+}
+
+static int add_room(store_req_t *r, sqlite3_stmt *s)
+{
+    const char *state = col_text(s, 1);
+    int len = sqlite3_column_bytes(s, 1);
+    if (!col_text(s, 0) || !state)
+        return STORE_ENOMEM;  /* NOT NULL columns: NULL here means SQLite's malloc failed */
+    int64_t sv = sqlite3_column_int64(s, 2);
+    if (sv < 0 || sv > UINT32_MAX)
+        return STORE_ECORRUPT;
+    return store__add_room(r, col_text(s, 0), state, (size_t)len, (uint32_t)sv,
+                           (uint64_t)sqlite3_column_int64(s, 3), sqlite3_column_int64(s, 4),
+                           sqlite3_column_int(s, 5) != 0);
+}
+
+static int add_event(store_req_t *r, sqlite3_stmt *s)
+{
+    if (!col_text(s, 2))
+        return STORE_ENOMEM;
+    return store__add_event(r, (uint64_t)sqlite3_column_int64(s, 0), sqlite3_column_int64(s, 1),
+                            col_text(s, 2), col_text(s, 3), col_text(s, 4));
+}
+
+static int add_call(store_req_t *r, sqlite3_stmt *s)
+{
+    if (!col_text(s, 0) || !col_text(s, 4))
+        return STORE_ENOMEM;
+    return store__add_call(r, col_text(s, 0), sqlite3_column_int64(s, 1),
+                           sqlite3_column_int64(s, 2), sqlite3_column_int64(s, 3),
+                           col_text(s, 4), sqlite3_column_int64(s, 5));
+}
+
+static int sq_load_state(void *be, store_req_t *r)
+{
+    sq_t *q = be;
+    sqlite3_bind_text(q->st[S_LOAD_STATE], 1, r->room, -1, SQLITE_STATIC);
+    return rows(q, S_LOAD_STATE, add_room, r, "loading a room state");
+}
+
+static int sq_list_live(void *be, store_req_t *r)
+{
+    return rows(be, S_LIST_LIVE, add_room, r, "listing live rooms");
+}
+
+static int sq_read_events(void *be, store_req_t *r)
+{
+    sq_t *q = be;
+    sqlite3_stmt *s = q->st[S_READ_EVENTS];
+    sqlite3_bind_text(s, 1, r->room, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 2, (int64_t)r->after);
+    sqlite3_bind_int64(s, 3, (int64_t)r->limit + 1);
+    return rows(q, S_READ_EVENTS, add_event, r, "reading events");
+}
+
+static int sq_query_calls(void *be, store_req_t *r)
+{
+    sq_t *q = be;
+    if (r->user) {
+        sqlite3_stmt *s = q->st[S_CALLS_USER];
+        sqlite3_bind_text(s, 1, r->user, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(s, 2, r->limit);
+        return rows(q, S_CALLS_USER, add_call, r, "querying calls");
+    }
+    sqlite3_bind_int64(q->st[S_CALLS_ALL], 1, r->limit);
+    return rows(q, S_CALLS_ALL, add_call, r, "querying calls");
+}
+
+const store_backend_t store_sqlite_backend = {
+    .name = "sqlite",
+    .open = sq_open,
+    .close = sq_close,
+    .begin = sq_begin,
+    .commit = sq_commit,
+    .rollback = sq_rollback,
+    .put_state = sq_put_state,
+    .mark_ended = sq_mark_ended,
+    .append_event = sq_append_event,
+    .put_call = sq_put_call,
+    .load_state = sq_load_state,
+    .list_live = sq_list_live,
+    .read_events = sq_read_events,
+    .query_calls = sq_query_calls,
+};
