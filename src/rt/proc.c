@@ -453,10 +453,11 @@ void rt_await(uint64_t ref)
 int rt_reply(rt_from_t from, rt_msg_t *reply)
 {
     rt_proc_t *self = rt__tls.self;
+    rt_pid_t me = rt_self();
     reply->kind = RT_MSG_REPLY;
     reply->ref = from.ref;
-    reply->from = rt_self();
-    if (self) {
+    reply->from = me;
+    if (self && me == from.via) {
         if (rt__tls.cur_call_ref == from.ref && rt__tls.cur_call_pid == from.pid)
             rt__tls.replied = true;
         else if (self->ext && self->ext->pending.n) {
@@ -464,6 +465,10 @@ int rt_reply(rt_from_t from, rt_msg_t *reply)
             if (i >= 0)
                 rt__vec_del(&self->ext->pending, i);
         }
+    } else if (from.via) {
+        /* Answered on the callee's behalf: the callee must forget the
+         * call, or it would keep it and answer it again when it exits. */
+        rt__deliver(from.via, sys_msg(RT_MSG__REPLIED, me, from.ref));
     }
     return rt__deliver(from.pid, reply);
 }
@@ -793,6 +798,13 @@ static rt_reason_t *dispatch(rt_proc_t *p, rt_msg_t *m)
                 rt__vec_del(&x->mon_in, i);
         }
         return NULL;
+    case RT_MSG__REPLIED:
+        if (x) {
+            int i = rt__vec_find_ref(&x->pending, m->ref);
+            if (i >= 0)
+                rt__vec_del(&x->pending, i);
+        }
+        return NULL;
     case RT_MSG__EXITSIG: {
         rt_reason_t *why = NULL;
         bool deliver;
@@ -858,7 +870,7 @@ static rt_reason_t *dispatch(rt_proc_t *p, rt_msg_t *m)
     atomic_store_explicit(&p->handled, atomic_load_explicit(&p->handled, memory_order_relaxed) + 1,
                           memory_order_relaxed);
     if (m->kind == RT_MSG_CALL) {
-        rt_from_t from = { m->from, m->ref };
+        rt_from_t from = { m->from, m->ref, m->to };
         if (!b->handle_call) {
             /* As in OTP the callee fails; the caller learns why. */
             rt__vec_add(&rt__ext(p)->pending, from.ref, from.pid);

@@ -71,8 +71,9 @@ uint64_t rt_now_ms(void);
 
 /* A reference to a pending call, for replying later (OTP's From). */
 typedef struct rt_from {
-    rt_pid_t pid;
+    rt_pid_t pid;            /* the caller */
     uint64_t ref;
+    rt_pid_t via;            /* the callee: told when someone else replies */
 } rt_from_t;
 
 /* handle_call results */

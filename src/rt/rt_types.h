@@ -137,6 +137,7 @@ typedef enum rt_msg_kind {
     RT_MSG__EXITSIG,   /* exit signal from a link (flags: RT_MF_LINK) or rt_exit() */
     RT_MSG__MIGRATE,
     RT_MSG__STOP,
+    RT_MSG__REPLIED,   /* a call this process kept (NOREPLY) was answered by another */
 } rt_msg_kind_t;
 
 /* What `data` is, and so what freeing the message does with it. */
