@@ -321,7 +321,7 @@ int rt_spawn(const rt_behaviour_t *b, void *arg, rt_spawn_opts_t *opts, rt_pid_t
     if (++p->gen == 0)
         p->gen = 1;
     rt_pid_t child = ((rt_pid_t)p->gen << 32) | idx;
-    rt_pid_t me = caller ? atomic_load_explicit(&caller->pid, memory_order_relaxed) : RT_NOPID;
+    rt_pid_t me = caller ? rt_self() : RT_NOPID;
 
     m->kind = RT_MSG__INIT;
     m->from = me;
@@ -397,8 +397,9 @@ int rt_cast(rt_pid_t to, uint32_t tag, uint64_t a, uint64_t b)
 
 rt_pid_t rt_self(void)
 {
-    rt_proc_t *p = rt__tls.self;
-    return p ? atomic_load_explicit(&p->pid, memory_order_relaxed) : RT_NOPID;
+    /* Not p->pid: that is cleared before terminate runs, and terminate
+     * still acts as the process. */
+    return rt__tls.self ? rt__tls.self_pid : RT_NOPID;
 }
 
 bool rt_is_alive(rt_pid_t pid)
@@ -415,7 +416,7 @@ int rt_call(rt_pid_t to, rt_msg_t *req, int timeout_ms, uint64_t *ref)
         rt_msg_free(req);
         return RT_ECONTEXT;
     }
-    rt_pid_t me = atomic_load_explicit(&self->pid, memory_order_relaxed);
+    rt_pid_t me = rt_self();
     if (to == me) {
         rt_msg_free(req);
         return RT_ECALLSELF;
@@ -1019,6 +1020,7 @@ void rt__run(rt_proc_t *p)
                 continue;
             }
         }
+        rt__tls.self_pid = pid;
         rt_reason_t *why = dispatch(p, m);
         if (from_def)
             rt_msg_free(m);
@@ -1066,8 +1068,11 @@ static void proc_exit(rt_proc_t *p, rt_reason_t *reason)
 {
     rt_pid_t me = atomic_load_explicit(&p->pid, memory_order_relaxed);
     const rt_behaviour_t *b = atomic_load_explicit(&p->beh, memory_order_relaxed);
-    /* 1. From here every new send fails with RT_ENOPROC. */
+    /* 1. From here every new send fails with RT_ENOPROC. A stale sender's
+     * wake-up goes to the schedulers, never to an executor that may be
+     * gone by then. */
     atomic_store_explicit(&p->pid, 0, memory_order_release);
+    atomic_store_explicit(&p->exec, NULL, memory_order_relaxed);
 
     if ((p->pflags & RT_PF_LIVE) && b->terminate) {
         rt_reason_t *f;
@@ -1136,8 +1141,13 @@ static void proc_exit(rt_proc_t *p, rt_reason_t *reason)
      * meanwhile is answered as stale. */
     if (p->mb_tail != &p->stub) {
         atomic_store_explicit(&p->stub.next, NULL, memory_order_relaxed);
-        uintptr_t prev = atomic_exchange_explicit(&p->mb_head, (uintptr_t)&p->stub,
-                                                  memory_order_acq_rel);
+        /* Keep the idle bit as it is: outside a turn (rt_exec_call) the
+         * process may be idle, and nobody would mark it idle again. */
+        uintptr_t prev = atomic_load_explicit(&p->mb_head, memory_order_relaxed);
+        while (!atomic_compare_exchange_weak_explicit(&p->mb_head, &prev,
+                                                      (uintptr_t)&p->stub | (prev & 1u),
+                                                      memory_order_acq_rel, memory_order_relaxed))
+            ;
         atomic_store_explicit(&((rt_mnode_t *)(prev & ~(uintptr_t)1))->next, &p->stub,
                               memory_order_release);
         for (;;) {
@@ -1179,7 +1189,9 @@ int rt_exec_call(rt_exec_t *e, rt_pid_t pid, void (*fn)(void *state, void *arg),
     if (!(p->pflags & RT_PF_LIVE))
         return RT_ENOPROC; /* init has not run yet */
     rt_proc_t *saved = rt__tls.self;
+    rt_pid_t saved_pid = rt__tls.self_pid;
     rt__tls.self = p;
+    rt__tls.self_pid = pid;
     rt_reason_t *why;
     GUARDED(why, fn(p->state, arg));
     if (!why && (p->pflags & RT_PF_STOP)) {
@@ -1196,6 +1208,7 @@ int rt_exec_call(rt_exec_t *e, rt_pid_t pid, void (*fn)(void *state, void *arg),
         p->pflags &= ~RT_PF_MUTED;
     }
     rt__tls.self = saved;
+    rt__tls.self_pid = saved_pid;
     return RT_OK;
 }
 

@@ -106,6 +106,7 @@ struct rt_sched;
 typedef struct rt_tls {
     struct rt_sched *sched;         /* NULL on external threads */
     rt_proc_t *self;                /* process whose callback is running */
+    rt_pid_t self_pid;              /* its pid (still valid in terminate) */
     jmp_buf *fail_jb;               /* armed around every callback */
     rt_reason_t *fail_reason;
     uint64_t cur_call_ref;          /* call being handled, to see rt_reply */
