@@ -18,6 +18,13 @@ for bin in "$@"; do
   failed=$(sed -n 's/.*Failing: \([0-9]*\).*/\1/p' <<<"$line")
   crashed=$(sed -n 's/.*Crashing: \([0-9]*\).*/\1/p' <<<"$line")
   passed=${passed:-0}; failed=$(( ${failed:-0} + ${crashed:-0} ))
+  # Criterion counts a test that passed its assertions but leaked (or hit
+  # a sanitizer report) as passing; the report is in the output and the
+  # exit status. Count each report as a failure.
+  reports=$(grep -acE 'ERROR: (Leak|Address|Thread)Sanitizer|runtime error:' "$out")
+  if [ "$reports" -gt 0 ]; then
+    failed=$((failed + reports)); passed=$((passed > reports ? passed - reports : 0))
+  fi
   if [ "$rc" -ne 0 ] && [ "$failed" -eq 0 ]; then failed=1; fi
   echo "$label $name $passed $failed" >> "$results"
   [ "$rc" -eq 0 ] || status=1
