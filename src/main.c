@@ -1,77 +1,324 @@
 /*
  * main.c — the roost command: configuration and the root supervisor.
  *
- *   roost serve [--schedulers N]   start the runtime and the root
- *                                  supervisor; stop cleanly on SIGINT or
- *                                  SIGTERM
+ *   roost serve [options]    start the runtime, the root supervisor and
+ *                            its children (the endpoint so far); print
+ *                            "roost: listening on http://HOST:PORT" to
+ *                            stderr once connections are accepted; on
+ *                            SIGTERM or SIGINT drain (1012) and exit 0
+ *   roost token --sub U [--room R] [--ttl S] [--secret S]
+ *                            print a signed token
  *   roost version
  *
- * The root supervisor (design §1) is one_for_one; its children (store,
- * history, media, rooms, endpoint) are added as those modules land.
+ * Options take their value as the next argument or after '=', and fall
+ * back to the environment (design §6):
+ *   --port N        ROOST_PORT        4000 (0: any free port)
+ *   --host H        ROOST_HOST        127.0.0.1
+ *   --data DIR      ROOST_DATA        ./data (used by the store, later)
+ *   --secret S      ROOST_SECRET      JWT signing secret
+ *   --api-key K     ROOST_API_KEY     key for /api/
+ *   --max-frame N   ROOST_MAX_FRAME   1048576 bytes
+ *   --io-threads N  ROOST_IO_THREADS  one per core
+ *   --schedulers N  ROOST_SCHEDULERS  one per core
+ * With no secret or no API key, serve makes random development values
+ * and prints them with a warning: tokens then die with the process.
+ *
+ * The root supervisor (design §1) is one_for_one; its children so far:
+ * endpoint (web/endpoint.h). store, history, media and rooms come with
+ * their modules.
  */
+#include <errno.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+
+#include <openssl/rand.h>
 
 #include "rt/rt.h"
 #include "rt/rt_sup.h"
+#include "web/endpoint.h"
+#include "web/jwt.h"
 
 #define ROOST_VERSION "0.1.0"
 
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: roost serve [--schedulers N]\n"
-            "       roost version\n");
+            "usage: roost serve [--port N] [--host H] [--data DIR] [--secret S]\n"
+            "                   [--api-key K] [--max-frame BYTES] [--io-threads N]\n"
+            "                   [--schedulers N]\n"
+            "       roost token --sub USER [--room ROOM] [--ttl SECONDS] [--secret S]\n"
+            "       roost version\n"
+            "Environment: ROOST_PORT, ROOST_HOST, ROOST_DATA, ROOST_SECRET, ROOST_API_KEY,\n"
+            "ROOST_MAX_FRAME, ROOST_IO_THREADS, ROOST_SCHEDULERS.\n");
 }
 
-static int serve(int argc, char **argv)
+/* ---- options ------------------------------------------------------------------ */
+
+typedef struct opt {
+    const char *name;   /* "--port" */
+    const char *env;    /* "ROOST_PORT" or NULL */
+    const char *value;  /* result: flag, else environment, else default */
+} opt_t;
+
+/* Fills opts from argv (then the environment). Returns 0, or 2 after
+ * printing what is wrong. */
+static int parse_opts(const char *cmd, int argc, char **argv, opt_t *opts, size_t n)
 {
-    rt_config_t cfg = { 0 };
     for (int i = 0; i < argc; i++) {
-        if (strcmp(argv[i], "--schedulers") == 0 && i + 1 < argc) {
-            cfg.schedulers = (unsigned)strtoul(argv[++i], NULL, 10);
-        } else {
-            fprintf(stderr, "roost serve: unknown option '%s'\n", argv[i]);
+        const char *a = argv[i], *eq = strchr(a, '=');
+        size_t alen = eq ? (size_t)(eq - a) : strlen(a);
+        opt_t *o = NULL;
+        for (size_t k = 0; k < n; k++)
+            if (strlen(opts[k].name) == alen && strncmp(opts[k].name, a, alen) == 0)
+                o = &opts[k];
+        if (!o) {
+            fprintf(stderr, "roost %s: unknown option '%s'\n", cmd, a);
             usage(stderr);
             return 2;
         }
+        if (eq) {
+            o->value = eq + 1;
+        } else if (i + 1 < argc) {
+            o->value = argv[++i];
+        } else {
+            fprintf(stderr, "roost %s: %s needs a value\n", cmd, o->name);
+            return 2;
+        }
     }
+    for (size_t k = 0; k < n; k++) {
+        const char *e = opts[k].env ? getenv(opts[k].env) : NULL;
+        if (!opts[k].value && e && e[0])
+            opts[k].value = e;
+    }
+    return 0;
+}
+
+static const char *opt_get(const opt_t *opts, size_t n, const char *name)
+{
+    for (size_t k = 0; k < n; k++)
+        if (strcmp(opts[k].name, name) == 0)
+            return opts[k].value;
+    return NULL;
+}
+
+/* A whole number in [lo, hi]; def when s is NULL. False if it is not. */
+static bool num(const char *cmd, const char *name, const char *s, long long lo, long long hi,
+                long long def, long long *out)
+{
+    if (!s) {
+        *out = def;
+        return true;
+    }
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi) {
+        fprintf(stderr, "roost %s: %s must be a whole number from %lld to %lld, not '%s'\n", cmd,
+                name, lo, hi, s);
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
+/* 32 random bytes, base64url: a development secret or key. */
+static char *dev_value(void)
+{
+    unsigned char raw[32];
+    if (RAND_bytes(raw, sizeof raw) != 1)
+        return NULL;
+    char *s = malloc(48);
+    if (s)
+        jwt_b64url_encode(raw, sizeof raw, s);
+    return s;
+}
+
+/* ---- serve -------------------------------------------------------------------- */
+
+static int serve(int argc, char **argv)
+{
+    opt_t opts[] = {
+        {"--port", "ROOST_PORT", NULL},         {"--host", "ROOST_HOST", NULL},
+        {"--data", "ROOST_DATA", NULL},         {"--secret", "ROOST_SECRET", NULL},
+        {"--api-key", "ROOST_API_KEY", NULL},   {"--max-frame", "ROOST_MAX_FRAME", NULL},
+        {"--io-threads", "ROOST_IO_THREADS", NULL},
+        {"--schedulers", "ROOST_SCHEDULERS", NULL},
+    };
+    size_t nopts = sizeof opts / sizeof opts[0];
+    int prc = parse_opts("serve", argc, argv, opts, nopts);
+    if (prc)
+        return prc;
+    long long port, max_frame, io_threads, schedulers;
+    if (!num("serve", "--port", opt_get(opts, nopts, "--port"), 0, 65535, 4000, &port) ||
+        !num("serve", "--max-frame", opt_get(opts, nopts, "--max-frame"), 1024,
+             256LL * 1024 * 1024, 1024 * 1024, &max_frame) ||
+        !num("serve", "--io-threads", opt_get(opts, nopts, "--io-threads"), 0, 256, 0,
+             &io_threads) ||
+        !num("serve", "--schedulers", opt_get(opts, nopts, "--schedulers"), 0, 1024, 0,
+             &schedulers))
+        return 2;
+    const char *host = opt_get(opts, nopts, "--host");
+    if (!host)
+        host = "127.0.0.1";
+
+    char *dev_secret = NULL, *dev_key = NULL;
+    const char *secret = opt_get(opts, nopts, "--secret");
+    const char *api_key = opt_get(opts, nopts, "--api-key");
+    if (!secret) {
+        secret = dev_secret = dev_value();
+        fprintf(stderr,
+                "roost: warning: no --secret or ROOST_SECRET; development secret: %s "
+                "(tokens stop working when this process ends)\n",
+                secret ? secret : "?");
+    }
+    if (!api_key) {
+        api_key = dev_key = dev_value();
+        fprintf(stderr, "roost: warning: no --api-key or ROOST_API_KEY; development API key: %s\n",
+                api_key ? api_key : "?");
+    }
+    if (!secret || !api_key) {
+        fprintf(stderr, "roost: no randomness for development values\n");
+        return 1;
+    }
+
     /* Block the stop signals before any thread exists, so every runtime
-     * thread inherits the mask and only sigwait below sees them. */
+     * thread inherits the mask and only sigtimedwait below sees them. */
     sigset_t stop;
     sigemptyset(&stop);
     sigaddset(&stop, SIGINT);
     sigaddset(&stop, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &stop, NULL);
+    /* A client that goes away mid-write must not kill the server. */
+    signal(SIGPIPE, SIG_IGN);
 
-    int rc = rt_runtime_start(&cfg);
+    rt_config_t rcfg = {.schedulers = (unsigned)schedulers};
+    int rc = rt_runtime_start(&rcfg);
     if (rc != RT_OK) {
         fprintf(stderr, "roost: cannot start the runtime: %s\n", rt_strerror(rc));
         return 1;
     }
-    rt_sup_spec_t root = { .strategy = RT_ONE_FOR_ONE, .intensity = 3, .period_ms = 5000 };
+
+    web_endpoint_config_t ecfg;
+    web_endpoint_config_default(&ecfg);
+    ecfg.net.host = host;
+    ecfg.net.port = (int)port;
+    ecfg.net.io_threads = (unsigned)io_threads;
+    ecfg.net.max_frame = (size_t)max_frame;
+    ecfg.secret = secret;
+    ecfg.api_key = api_key;
+    ecfg.version = ROOST_VERSION;
+    web_endpoint_t *ep = web_endpoint_new(&ecfg);
+    free(dev_secret);
+    free(dev_key);
+    if (!ep) {
+        fprintf(stderr, "roost: out of memory\n");
+        rt_runtime_stop();
+        return 1;
+    }
+
+    rt_child_spec_t children[] = {{
+        .id = "endpoint",
+        .behaviour = &web_endpoint_behaviour,
+        .arg = ep,
+        .restart = RT_PERMANENT,
+        /* Its terminate drains the connections: give it the time. */
+        .shutdown_ms = ecfg.drain_timeout_ms + 5000,
+    }};
+    rt_sup_spec_t root = {.strategy = RT_ONE_FOR_ONE, .intensity = 3, .period_ms = 5000,
+                          .children = children, .nchildren = 1};
     rt_pid_t sup;
     rt_reason_t *why = NULL;
     rc = rt_sup_start_sync(&root, &sup, &why);
-    if (rc != RT_OK) {
+    if (rc == RT_OK) {
+        int bound = 0;
+        rc = web_endpoint_wait_ready(ep, 10000, &bound);
+        if (rc == RT_OK) {
+            fprintf(stderr, "roost: listening on http://%s:%d\n", host, bound);
+        } else {
+            fprintf(stderr, "roost: cannot listen on %s:%lld: %s\n", host, port,
+                    rc == NET_E_BIND ? "address in use or not available" : rt_strerror(rc));
+            rt_sup_stop_sync(sup, 10000);
+        }
+    } else {
         fprintf(stderr, "roost: root supervisor failed to start: %s\n",
                 why ? why->text : rt_strerror(rc));
         if (why)
             rt_reason_release(why);
+    }
+    if (rc != RT_OK) {
         rt_runtime_stop();
+        web_endpoint_free(ep);
         return 1;
     }
-    fprintf(stderr, "roost %s: runtime up, root supervisor %#llx; Ctrl-C stops\n",
-            ROOST_VERSION, (unsigned long long)sup);
 
+    /* Wait for a stop signal; also notice the root supervisor giving up
+     * (restart intensity exceeded), which leaves nothing to serve. */
     int sig = 0;
-    sigwait(&stop, &sig);
-    fprintf(stderr, "roost: %s, stopping\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
-    rt_sup_stop_sync(sup, 10000);
+    for (;;) {
+        struct timespec tick = {0, 250 * 1000000L};
+        sig = sigtimedwait(&stop, NULL, &tick);
+        if (sig > 0)
+            break;
+        if (!rt_is_alive(sup)) {
+            fprintf(stderr, "roost: the root supervisor stopped; exiting\n");
+            rt_runtime_stop();
+            web_endpoint_free(ep);
+            return 1;
+        }
+    }
+    fprintf(stderr, "roost: %s, draining\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    web_endpoint_drain(ep);
+    rt_sup_stop_sync(sup, ecfg.drain_timeout_ms + 10000);
     rt_runtime_stop();
+    web_endpoint_free(ep);
     fprintf(stderr, "roost: stopped\n");
+    return 0;
+}
+
+/* ---- token -------------------------------------------------------------------- */
+
+static int token(int argc, char **argv)
+{
+    opt_t opts[] = {
+        {"--sub", NULL, NULL},
+        {"--room", NULL, NULL},
+        {"--ttl", NULL, NULL},
+        {"--secret", "ROOST_SECRET", NULL},
+    };
+    size_t nopts = sizeof opts / sizeof opts[0];
+    int prc = parse_opts("token", argc, argv, opts, nopts);
+    if (prc)
+        return prc;
+    const char *sub = opt_get(opts, nopts, "--sub"), *room = opt_get(opts, nopts, "--room"),
+               *secret = opt_get(opts, nopts, "--secret");
+    long long ttl;
+    if (!num("token", "--ttl", opt_get(opts, nopts, "--ttl"), 1, WEB_TOKEN_TTL_MAX,
+             WEB_TOKEN_TTL_DEFAULT, &ttl))
+        return 2;
+    if (!sub || !sub[0]) {
+        fprintf(stderr, "roost token: --sub USER is required\n");
+        return 2;
+    }
+    if (!secret || !secret[0]) {
+        fprintf(stderr, "roost token: no --secret and no ROOST_SECRET\n");
+        return 2;
+    }
+    int64_t now = (int64_t)time(NULL);
+    json_t *claims = json_pack("{sssssIsI}", "sub", sub, "room", room && room[0] ? room : "*",
+                               "iat", (json_int_t)now, "exp", (json_int_t)(now + ttl));
+    char *t = NULL;
+    int rc = claims ? jwt_sign(secret, strlen(secret), claims, &t) : JWT_E_NOMEM;
+    json_decref(claims);
+    if (rc != JWT_OK) {
+        fprintf(stderr, "roost token: %s\n", jwt_strerror(rc));
+        return 1;
+    }
+    printf("%s\n", t);
+    free(t);
     return 0;
 }
 
@@ -79,11 +326,13 @@ int main(int argc, char **argv)
 {
     if (argc >= 2 && strcmp(argv[1], "serve") == 0)
         return serve(argc - 2, argv + 2);
+    if (argc >= 2 && strcmp(argv[1], "token") == 0)
+        return token(argc - 2, argv + 2);
     if (argc >= 2 && strcmp(argv[1], "version") == 0) {
         printf("roost %s\n", ROOST_VERSION);
         return 0;
     }
-    usage(argc >= 2 && strcmp(argv[1], "help") != 0 && strcmp(argv[1], "--help") != 0 ? stderr
-                                                                                       : stdout);
-    return argc >= 2 && (strcmp(argv[1], "help") == 0 || strcmp(argv[1], "--help") == 0) ? 0 : 2;
+    bool help = argc >= 2 && (strcmp(argv[1], "help") == 0 || strcmp(argv[1], "--help") == 0);
+    usage(help ? stdout : stderr);
+    return help ? 0 : 2;
 }

@@ -1,0 +1,924 @@
+/*
+ * web/socket.c — one Phoenix socket and its channels (see web/socket.h
+ * and the rules in web/channel.h).
+ *
+ * A channel is part of its socket's state, so the web_channel_* functions
+ * that act on a channel live here too; web/channel.c holds what is
+ * shared by every socket (broadcasts, the router, counters).
+ *
+ * Invariants
+ *   1. A channel is in s->channels from its phx_join until finish() runs;
+ *      at most one channel per topic (a duplicate join ends the old one
+ *      before the new one is created).
+ *   2. A channel is never freed while one of its callbacks runs
+ *      (ch->depth > 0): ending it then only marks it dead, and the code
+ *      that called the callback finishes it when the callback returns.
+ *   3. The socket is never freed while one of its entry points runs
+ *      (s->busy > 0): web_socket_free then only marks it.
+ *   4. Subscriptions are counted per topic (sub_t): the channel's own
+ *      topic and its extra topics; rt_subscribe/rt_unsubscribe are called
+ *      on the 0 <-> 1 transitions only.
+ * Costs: channels are found by a linear scan comparing topic hashes
+ * first; a socket holds at most WEB_SOCKET_MAX_CHANNELS and usually one
+ * to three, so a table would cost more than it saves.
+ */
+#include "web/socket.h"
+
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "net/ws.h"
+
+typedef enum ch_status {
+    CH_JOINING = 1,
+    CH_JOINED,
+} ch_status_t;
+
+typedef struct deferred {
+    struct deferred *next;
+    uint64_t token;
+    char ref[];
+} deferred_t;
+
+typedef struct queued {
+    struct queued *next;
+    phx_msg_t msg;
+} queued_t;
+
+/* A topic this socket is subscribed to, with how many users it has. */
+typedef struct sub {
+    struct sub *next;
+    uint64_t hash;
+    unsigned count;
+    char topic[];
+} sub_t;
+
+/* An extra topic a channel subscribed to (web_channel_subscribe). */
+typedef struct chsub {
+    struct chsub *next;
+    uint64_t hash;
+    char topic[];
+} chsub_t;
+
+struct web_channel {
+    web_channel_t *next;
+    web_socket_t *s;
+    const web_channel_handler_t *h;
+    void *state;
+    uint64_t id;
+    uint64_t hash;            /* rt_topic_hash(topic) */
+    char *topic;
+    char *join_ref;           /* NULL when the client sent null */
+    char *join_push_ref;      /* ref of the phx_join, for its reply */
+    ch_status_t status;
+    bool answered;            /* the join was answered (ok or error) */
+    bool dead;                /* ending: finish() when depth drops to 0 */
+    web_ch_exit_t why;
+    int depth;                /* callbacks running (invariant 2) */
+    bool join_called;         /* terminate is owed (rule 6) */
+    /* The push handle_in is looking at. */
+    bool in_push;
+    bool push_answered;
+    const char *push_ref;
+    deferred_t *deferred;
+    unsigned ndeferred;
+    uint64_t *watch;
+    size_t nwatch, capwatch;
+    queued_t *qhead, *qtail;
+    unsigned nqueued;
+    chsub_t *subs;
+};
+
+struct web_socket {
+    phx_vsn_t vsn;
+    const web_channel_router_t *router;
+    web_socket_out_t out;
+    char *user;
+    json_t *claims;
+    web_channel_t *channels;
+    size_t nchannels;
+    sub_t *subs;
+    bool closing;
+    int busy;                 /* invariant 3 */
+    bool free_pending;
+};
+
+static void count(int which, uint64_t n)
+{
+    atomic_fetch_add_explicit(&web__stat[which], n, memory_order_relaxed);
+}
+
+static void uncount(int which)
+{
+    atomic_fetch_sub_explicit(&web__stat[which], 1, memory_order_relaxed);
+}
+
+/* ---- output ------------------------------------------------------------- */
+
+static int send_out(web_socket_t *s, int rc, phx_out_t *o)
+{
+    if (rc != 0) {
+        phx_out_free(o);
+        return rc == PHX_E_NOMEM ? WEB_E_NOMEM : WEB_E_ARG;
+    }
+    int r = WEB_E_CLOSED;
+    if (!s->closing)
+        r = s->out.send_text(s->out.ctx, o->json, o->json_len) == 0 ? WEB_OK : WEB_E_CLOSED;
+    phx_out_free(o);
+    return r;
+}
+
+static int send_reply(web_socket_t *s, const char *join_ref, const char *ref, const char *topic,
+                      const char *status, const json_t *response)
+{
+    phx_out_t o = {0};
+    int rc = phx_reply(s->vsn, join_ref, ref, topic, status, response, &o);
+    return send_out(s, rc, &o);
+}
+
+static int send_reason(web_socket_t *s, const char *join_ref, const char *ref, const char *topic,
+                       const char *status, const char *reason)
+{
+    json_t *r = json_pack("{ss}", "reason", reason);
+    if (!r)
+        return WEB_E_NOMEM;
+    int rc = send_reply(s, join_ref, ref, topic, status, r);
+    json_decref(r);
+    return rc;
+}
+
+static int send_event(web_socket_t *s, const char *join_ref, const char *ref, const char *topic,
+                      const char *event, const json_t *payload)
+{
+    phx_out_t o = {0};
+    int rc = phx_encode(s->vsn, join_ref, ref, topic, event, payload, &o);
+    return send_out(s, rc, &o);
+}
+
+static void close_socket(web_socket_t *s, int code, const char *reason)
+{
+    if (s->closing)
+        return;
+    s->closing = true;
+    s->out.close(s->out.ctx, code, reason);
+}
+
+/* ---- subscriptions (invariant 4) ------------------------------------------ */
+
+static int sub_add(web_socket_t *s, const char *topic)
+{
+    uint64_t h = rt_topic_hash(topic);
+    for (sub_t *x = s->subs; x; x = x->next)
+        if (x->hash == h && strcmp(x->topic, topic) == 0) {
+            x->count++;
+            return WEB_OK;
+        }
+    size_t n = strlen(topic);
+    sub_t *x = malloc(sizeof *x + n + 1);
+    if (!x)
+        return WEB_E_NOMEM;
+    memcpy(x->topic, topic, n + 1);
+    x->hash = h;
+    x->count = 1;
+    int rc = rt_subscribe(topic);
+    if (rc != RT_OK) {
+        free(x);
+        return rc;
+    }
+    x->next = s->subs;
+    s->subs = x;
+    return WEB_OK;
+}
+
+static void sub_del(web_socket_t *s, const char *topic)
+{
+    uint64_t h = rt_topic_hash(topic);
+    for (sub_t **pp = &s->subs; *pp; pp = &(*pp)->next) {
+        sub_t *x = *pp;
+        if (x->hash != h || strcmp(x->topic, topic) != 0)
+            continue;
+        if (--x->count == 0) {
+            *pp = x->next;
+            rt_unsubscribe(x->topic);
+            free(x);
+        }
+        return;
+    }
+}
+
+/* ---- channels ------------------------------------------------------------ */
+
+static web_channel_t *find_topic(web_socket_t *s, const char *topic, uint64_t h)
+{
+    for (web_channel_t *ch = s->channels; ch; ch = ch->next)
+        if (ch->hash == h && strcmp(ch->topic, topic) == 0)
+            return ch;
+    return NULL;
+}
+
+static web_channel_t *find_id(web_socket_t *s, uint64_t id)
+{
+    for (web_channel_t *ch = s->channels; ch; ch = ch->next)
+        if (ch->id == id)
+            return ch;
+    return NULL;
+}
+
+static web_channel_t *find_watch(web_socket_t *s, uint64_t ref, size_t *idx)
+{
+    for (web_channel_t *ch = s->channels; ch; ch = ch->next)
+        for (size_t i = 0; i < ch->nwatch; i++)
+            if (ch->watch[i] == ref) {
+                *idx = i;
+                return ch;
+            }
+    return NULL;
+}
+
+static char *dup_or_null(const char *x)
+{
+    return x ? strdup(x) : NULL;
+}
+
+/* The client's join_ref matches the channel's (V1 clients that send no
+ * join_ref join with null, and then every join_ref is current). */
+static bool current(const web_channel_t *ch, const char *join_ref)
+{
+    if (!ch->join_ref)
+        return true;
+    return join_ref && strcmp(join_ref, ch->join_ref) == 0;
+}
+
+static void free_queued(queued_t *q)
+{
+    phx_msg_free(&q->msg);
+    free(q);
+}
+
+/* Sends what ending a channel owes the client (rule 6), then terminate,
+ * then frees it. leave_ref: the phx_leave's ref for WEB_CH_LEFT. */
+static void finish(web_channel_t *ch, const char *leave_ref)
+{
+    web_socket_t *s = ch->s;
+    web_ch_exit_t why = ch->why;
+
+    /* Deferred pushes first: they were sent before whatever ends it. */
+    while (ch->deferred) {
+        deferred_t *d = ch->deferred;
+        ch->deferred = d->next;
+        if (why != WEB_CH_SOCKET_CLOSED)
+            send_reason(s, ch->join_ref, d->ref, ch->topic, "error", "channel closed");
+        free(d);
+    }
+    /* Pushes queued behind a join that never completed: as Phoenix
+     * answers a push to a topic that is not joined. */
+    while (ch->qhead) {
+        queued_t *q = ch->qhead;
+        ch->qhead = q->next;
+        if (why != WEB_CH_SOCKET_CLOSED)
+            send_reason(s, NULL, q->msg.ref, ch->topic, "error", "unmatched topic");
+        free_queued(q);
+    }
+    ch->qtail = NULL;
+
+    switch (why) {
+    case WEB_CH_LEFT:
+        send_reply(s, ch->join_ref, leave_ref, ch->topic, "ok", NULL);
+        send_event(s, ch->join_ref, ch->join_ref, ch->topic, "phx_close", NULL);
+        break;
+    case WEB_CH_JOIN_FAILED:
+        break; /* the error reply went out with join_error */
+    case WEB_CH_CLOSED:
+        if (ch->status == CH_JOINED)
+            send_event(s, ch->join_ref, ch->join_ref, ch->topic, "phx_close", NULL);
+        else if (!ch->answered)
+            send_reason(s, ch->join_ref, ch->join_push_ref, ch->topic, "error", "join crashed");
+        break;
+    case WEB_CH_CRASHED:
+        if (ch->status == CH_JOINED) {
+            json_t *p = json_pack("{ss}", "reason", "channel_crash");
+            send_event(s, ch->join_ref, ch->join_ref, ch->topic, "phx_error", p);
+            json_decref(p);
+            count(WEB__STAT_CRASHES, 1);
+        } else if (!ch->answered) {
+            send_reason(s, ch->join_ref, ch->join_push_ref, ch->topic, "error", "join crashed");
+            count(WEB__STAT_JOIN_ERRORS, 1);
+        }
+        break;
+    case WEB_CH_REPLACED:
+        if (ch->status == CH_JOINED)
+            send_event(s, ch->join_ref, ch->join_ref, ch->topic, "phx_close", NULL);
+        else if (!ch->answered)
+            send_reason(s, ch->join_ref, ch->join_push_ref, ch->topic, "error", "duplicate join");
+        break;
+    case WEB_CH_SOCKET_CLOSED:
+        break;
+    }
+
+    /* Unlink before terminate, so nothing can route to it any more. */
+    for (web_channel_t **pp = &s->channels; *pp; pp = &(*pp)->next)
+        if (*pp == ch) {
+            *pp = ch->next;
+            break;
+        }
+    s->nchannels--;
+    uncount(WEB__STAT_CHANNELS);
+    sub_del(s, ch->topic);
+    while (ch->subs) {
+        chsub_t *x = ch->subs;
+        ch->subs = x->next;
+        sub_del(s, x->topic);
+        free(x);
+    }
+    if (ch->join_called && ch->h->terminate) {
+        ch->depth++; /* nothing may end it again from inside terminate */
+        ch->h->terminate(ch, ch->state, why);
+    }
+    free(ch->watch);
+    free(ch->topic);
+    free(ch->join_ref);
+    free(ch->join_push_ref);
+    free(ch);
+}
+
+/* Ends ch now, or when its running callback returns (invariant 2). */
+static void end_channel(web_channel_t *ch, web_ch_exit_t why)
+{
+    if (ch->dead)
+        return;
+    ch->dead = true;
+    ch->why = why;
+    if (ch->depth == 0)
+        finish(ch, NULL);
+}
+
+static bool dispatch_push(web_channel_t *ch, phx_msg_t *m);
+
+/* After a callback returned r: finish a dead channel, apply r, and hand a
+ * newly joined channel its queued pushes. Returns false if ch is gone. */
+static bool after_callback(web_channel_t *ch, web_ch_result_t r)
+{
+    if (!ch->dead && r != WEB_CH_OK) {
+        ch->dead = true; /* finished just below, not inside end_channel */
+        ch->why = r == WEB_CH_STOP ? WEB_CH_CLOSED : WEB_CH_CRASHED;
+    }
+    if (ch->dead) {
+        if (ch->depth == 0)
+            finish(ch, NULL);
+        return false;
+    }
+    while (ch->status == CH_JOINED && ch->qhead && ch->depth == 0) {
+        queued_t *q = ch->qhead;
+        ch->qhead = q->next;
+        if (!ch->qhead)
+            ch->qtail = NULL;
+        ch->nqueued--;
+        phx_msg_t m = q->msg;
+        free(q);
+        if (!dispatch_push(ch, &m)) /* takes m */
+            return false;                /* finished inside */
+    }
+    return true;
+}
+
+static void call_info(web_channel_t *ch, rt_msg_t *m)
+{
+    web_ch_result_t r = WEB_CH_OK;
+    if (ch->h->handle_info) {
+        ch->depth++;
+        r = ch->h->handle_info(ch, ch->state, m);
+        ch->depth--;
+    }
+    if (ch->depth == 0)
+        after_callback(ch, r);
+}
+
+/* A push for a joined channel: handle_in, then the reply it owes (rule 4).
+ * Takes m. Returns false if the channel is gone afterwards. */
+static bool dispatch_push(web_channel_t *ch, phx_msg_t *m)
+{
+    web_socket_t *s = ch->s;
+    count(WEB__STAT_PUSHES_IN, 1);
+    if (!ch->h->handle_in) {
+        if (m->ref)
+            send_reason(s, ch->join_ref, m->ref, ch->topic, "error", "unknown event");
+        phx_msg_free(m);
+        return true;
+    }
+    ch->in_push = true;
+    ch->push_answered = false;
+    ch->push_ref = m->ref;
+    ch->depth++;
+    web_ch_result_t r = ch->h->handle_in(ch, ch->state, m->event, m->payload);
+    ch->depth--;
+    ch->in_push = false;
+    if (!ch->push_answered && m->ref && !s->closing) {
+        if (r == WEB_CH_CRASH)
+            send_reason(s, ch->join_ref, m->ref, ch->topic, "error", "channel_crash");
+        else
+            send_reply(s, ch->join_ref, m->ref, ch->topic, "ok", NULL);
+    }
+    ch->push_ref = NULL;
+    phx_msg_free(m);
+    return ch->depth == 0 ? after_callback(ch, r) : true;
+}
+
+/* phx_join of a topic with no channel. Takes m. */
+static void join(web_socket_t *s, phx_msg_t *m)
+{
+    const web_channel_handler_t *h = web_channel_route(s->router, m->topic);
+    if (!h) {
+        /* Phoenix's encode_ignore: no join_ref in this reply. */
+        send_reason(s, NULL, m->ref, m->topic, "error", "unmatched topic");
+        count(WEB__STAT_JOIN_ERRORS, 1);
+        phx_msg_free(m);
+        return;
+    }
+    if (s->nchannels >= WEB_SOCKET_MAX_CHANNELS) {
+        json_t *r = json_pack("{sssi}", "reason", "too many channels", "limit",
+                              WEB_SOCKET_MAX_CHANNELS);
+        send_reply(s, m->join_ref, m->ref, m->topic, "error", r);
+        json_decref(r);
+        count(WEB__STAT_JOIN_ERRORS, 1);
+        phx_msg_free(m);
+        return;
+    }
+    web_channel_t *ch = calloc(1, sizeof *ch);
+    if (ch) {
+        ch->topic = strdup(m->topic);
+        ch->join_ref = dup_or_null(m->join_ref);
+        ch->join_push_ref = dup_or_null(m->ref);
+    }
+    if (!ch || !ch->topic || (m->join_ref && !ch->join_ref) || (m->ref && !ch->join_push_ref) ||
+        sub_add(s, m->topic) != WEB_OK) {
+        if (ch) {
+            free(ch->topic);
+            free(ch->join_ref);
+            free(ch->join_push_ref);
+            free(ch);
+        }
+        send_reason(s, m->join_ref, m->ref, m->topic, "error", "out of memory");
+        count(WEB__STAT_JOIN_ERRORS, 1);
+        phx_msg_free(m);
+        return;
+    }
+    ch->s = s;
+    ch->h = h;
+    ch->id = rt_make_ref();
+    ch->hash = rt_topic_hash(ch->topic);
+    ch->status = CH_JOINING;
+    ch->next = s->channels;
+    s->channels = ch;
+    s->nchannels++;
+    count(WEB__STAT_CHANNELS, 1);
+    count(WEB__STAT_JOINS, 1);
+
+    ch->join_called = true;
+    ch->depth++;
+    web_ch_result_t r = h->join(ch, ch->topic, m->payload, &ch->state);
+    ch->depth--;
+    phx_msg_free(m);
+    if (!ch->answered && !ch->dead && r != WEB_CH_OK)
+        r = WEB_CH_CRASH; /* ends it with "join crashed" (rule 2) */
+    after_callback(ch, r);
+}
+
+/* One decoded client message. Takes m. */
+static void dispatch(web_socket_t *s, phx_msg_t *m)
+{
+    if (strcmp(m->topic, "phoenix") == 0 && strcmp(m->event, "heartbeat") == 0) {
+        send_reply(s, NULL, m->ref, "phoenix", "ok", NULL);
+        phx_msg_free(m);
+        return;
+    }
+    web_channel_t *ch = find_topic(s, m->topic, rt_topic_hash(m->topic));
+    if (strcmp(m->event, "phx_join") == 0) {
+        if (ch)
+            end_channel(ch, WEB_CH_REPLACED); /* depth is 0 here: done now */
+        join(s, m);
+        return;
+    }
+    if (strcmp(m->event, "phx_leave") == 0) {
+        if (!ch) {
+            /* Phoenix answers a leave of a topic not joined with ok. */
+            send_reply(s, m->join_ref, m->ref, m->topic, "ok", NULL);
+        } else if (current(ch, m->join_ref)) {
+            ch->dead = true;
+            ch->why = WEB_CH_LEFT;
+            finish(ch, m->ref);
+        }
+        /* else a leave with an old join_ref: the client raced a close
+         * the server already sent; Phoenix ignores it too. */
+        phx_msg_free(m);
+        return;
+    }
+    if (!ch) {
+        send_reason(s, NULL, m->ref, m->topic, "error", "unmatched topic");
+        phx_msg_free(m);
+        return;
+    }
+    if (!current(ch, m->join_ref)) {
+        phx_msg_free(m); /* stale join_ref: ignored (design §4) */
+        return;
+    }
+    if (ch->status == CH_JOINING) {
+        queued_t *q = ch->nqueued < WEB_SOCKET_MAX_QUEUED ? malloc(sizeof *q) : NULL;
+        if (!q) {
+            send_reason(s, ch->join_ref, m->ref, m->topic, "error", "join pending");
+            phx_msg_free(m);
+            return;
+        }
+        q->msg = *m;
+        q->next = NULL;
+        if (ch->qtail)
+            ch->qtail->next = q;
+        else
+            ch->qhead = q;
+        ch->qtail = q;
+        ch->nqueued++;
+        return;
+    }
+    dispatch_push(ch, m);
+}
+
+/* ---- socket entry points ----------------------------------------------------- */
+
+web_socket_t *web_socket_new(const web_socket_config_t *cfg)
+{
+    if (!cfg || !cfg->router || !cfg->out.send_text || !cfg->out.send_frame || !cfg->out.close)
+        return NULL;
+    web_socket_t *s = calloc(1, sizeof *s);
+    if (!s)
+        return NULL;
+    s->vsn = cfg->vsn == PHX_V2 ? PHX_V2 : PHX_V1;
+    s->router = cfg->router;
+    s->out = cfg->out;
+    s->user = strdup(cfg->user ? cfg->user : "");
+    if (!s->user) {
+        free(s);
+        return NULL;
+    }
+    s->claims = cfg->claims ? json_incref(cfg->claims) : json_object();
+    count(WEB__STAT_SOCKETS, 1);
+    return s;
+}
+
+static void really_free(web_socket_t *s)
+{
+    s->closing = true; /* nothing more goes to the client */
+    while (s->channels)
+        end_channel(s->channels, WEB_CH_SOCKET_CLOSED);
+    while (s->subs) { /* only if a channel leaked one: keep the count honest */
+        sub_t *x = s->subs;
+        s->subs = x->next;
+        rt_unsubscribe(x->topic);
+        free(x);
+    }
+    json_decref(s->claims);
+    free(s->user);
+    free(s);
+    uncount(WEB__STAT_SOCKETS);
+}
+
+void web_socket_free(web_socket_t *s)
+{
+    if (!s)
+        return;
+    if (s->busy > 0) {
+        s->free_pending = true;
+        s->closing = true;
+        return;
+    }
+    really_free(s);
+}
+
+static void leave_entry(web_socket_t *s)
+{
+    if (--s->busy == 0 && s->free_pending)
+        really_free(s);
+}
+
+void web_socket_handle_message(web_socket_t *s, bool text, const char *data, size_t len)
+{
+    if (s->closing)
+        return;
+    s->busy++;
+    if (!text) {
+        count(WEB__STAT_BAD_MESSAGES, 1);
+        close_socket(s, WS_CLOSE_UNSUPPORTED, "binary messages are not Phoenix messages");
+    } else {
+        phx_msg_t m;
+        int rc = phx_decode(s->vsn, data, len, &m);
+        if (rc == PHX_E_NOMEM) {
+            close_socket(s, WS_CLOSE_INTERNAL, "out of memory");
+        } else if (rc != 0) {
+            count(WEB__STAT_BAD_MESSAGES, 1);
+            close_socket(s, WS_CLOSE_INVALID_DATA, phx_strerror(rc));
+        } else {
+            dispatch(s, &m);
+        }
+    }
+    leave_entry(s);
+}
+
+static bool handle_pub(web_socket_t *s, rt_msg_t *m)
+{
+    if (m->tag == WEB_MSG_BROADCAST && m->data && m->own == RT_OWN_RC) {
+        web_broadcast_t *b = (web_broadcast_t *)m->data;
+        web_channel_t *ch = find_topic(s, b->topic, m->a);
+        if (ch) {
+            if (ch->status == CH_JOINED && !ch->dead && b->exclude != rt_self() && !s->closing) {
+                rt_buf_t *f = web_broadcast_frame(b, s->vsn);
+                if (f) {
+                    s->out.send_frame(s->out.ctx, f);
+                    count(WEB__STAT_BROADCASTS_OUT, 1);
+                }
+            }
+            return true; /* joining: dropped (channel.h rule 1) */
+        }
+    }
+    /* Extra topics: to every channel that subscribed to this hash. */
+    bool used = false;
+    web_channel_t *next;
+    for (web_channel_t *ch = s->channels; ch; ch = next) {
+        next = ch->next;
+        for (chsub_t *x = ch->subs; x; x = x->next)
+            if (x->hash == m->a) {
+                used = true;
+                call_info(ch, m); /* may end ch only: next stays valid */
+                break;
+            }
+    }
+    return used;
+}
+
+bool web_socket_handle_info(web_socket_t *s, rt_msg_t *m)
+{
+    bool used = false;
+    s->busy++;
+    switch (m->kind) {
+    case RT_MSG_PUB:
+        used = handle_pub(s, m);
+        break;
+    case RT_MSG_INFO:
+    case RT_MSG_CAST:
+        if (m->tag == WEB_MSG_PUSH) {
+            used = true;
+            web_channel_t *ch = find_id(s, m->a);
+            if (ch && m->data && m->own == RT_OWN_RC) {
+                /* Encoded for this channel: it carries its join_ref. */
+                web_broadcast_t *b = (web_broadcast_t *)m->data;
+                web_channel_push_raw(ch, b->event, b->payload, b->payload_len);
+            }
+            break;
+        }
+        if (m->tag == WEB_MSG_CHANNEL) {
+            used = true;
+            web_channel_t *ch = find_id(s, m->a);
+            if (ch)
+                call_info(ch, m);
+            break;
+        }
+        break;
+    default:
+        if (m->ref) {
+            size_t i;
+            web_channel_t *ch = find_watch(s, m->ref, &i);
+            if (ch) {
+                used = true;
+                /* A reply or a DOWN is the last message with its ref. */
+                if (m->kind == RT_MSG_REPLY || m->kind == RT_MSG_DOWN ||
+                    m->kind == RT_MSG_ACK)
+                    ch->watch[i] = ch->watch[--ch->nwatch];
+                call_info(ch, m);
+            }
+        }
+        break;
+    }
+    leave_entry(s);
+    return used;
+}
+
+size_t web_socket_channel_count(const web_socket_t *s)
+{
+    return s->nchannels;
+}
+
+bool web_socket_closing(const web_socket_t *s)
+{
+    return s->closing;
+}
+
+phx_vsn_t web_socket_vsn(const web_socket_t *s)
+{
+    return s->vsn;
+}
+
+/* ---- web_channel_* (channel.h) ------------------------------------------------ */
+
+const char *web_channel_topic(const web_channel_t *ch) { return ch->topic; }
+const char *web_channel_join_ref(const web_channel_t *ch) { return ch->join_ref; }
+uint64_t web_channel_id(const web_channel_t *ch) { return ch->id; }
+rt_pid_t web_channel_pid(const web_channel_t *ch) { (void)ch; return rt_self(); }
+const char *web_channel_user(const web_channel_t *ch) { return ch->s->user; }
+const json_t *web_channel_claims(const web_channel_t *ch) { return ch->s->claims; }
+const web_channel_handler_t *web_channel_handler(const web_channel_t *ch) { return ch->h; }
+bool web_channel_joined(const web_channel_t *ch) { return ch->status == CH_JOINED && !ch->dead; }
+
+int web_channel_join_ok(web_channel_t *ch, const json_t *response)
+{
+    if (ch->answered || ch->dead)
+        return WEB_E_STATE;
+    ch->answered = true;
+    ch->status = CH_JOINED;
+    int rc = send_reply(ch->s, ch->join_ref, ch->join_push_ref, ch->topic, "ok", response);
+    /* Queued pushes follow once the running callback returns; outside
+     * any callback (a caller that is not a handler) drain them now. */
+    if (ch->depth == 0)
+        after_callback(ch, WEB_CH_OK);
+    return rc == WEB_E_CLOSED ? WEB_OK : rc;
+}
+
+int web_channel_join_error(web_channel_t *ch, const json_t *response)
+{
+    if (ch->answered || ch->dead)
+        return WEB_E_STATE;
+    ch->answered = true;
+    count(WEB__STAT_JOIN_ERRORS, 1);
+    int rc = send_reply(ch->s, ch->join_ref, ch->join_push_ref, ch->topic, "error", response);
+    end_channel(ch, WEB_CH_JOIN_FAILED);
+    return rc == WEB_E_CLOSED ? WEB_OK : rc;
+}
+
+int web_channel_join_refuse(web_channel_t *ch, const char *reason)
+{
+    json_t *r = json_pack("{ss}", "reason", reason ? reason : "refused");
+    if (!r)
+        return WEB_E_NOMEM;
+    int rc = web_channel_join_error(ch, r);
+    json_decref(r);
+    return rc;
+}
+
+int web_channel_reply(web_channel_t *ch, const char *status, const json_t *response)
+{
+    if (!ch->in_push || ch->push_answered || !status)
+        return WEB_E_STATE;
+    ch->push_answered = true;
+    if (!ch->push_ref)
+        return WEB_OK; /* the client asked for no reply */
+    int rc = send_reply(ch->s, ch->join_ref, ch->push_ref, ch->topic, status, response);
+    return rc == WEB_E_CLOSED ? WEB_OK : rc;
+}
+
+int web_channel_defer(web_channel_t *ch, uint64_t token)
+{
+    if (!ch->in_push || ch->push_answered || token == 0)
+        return WEB_E_STATE;
+    if (!ch->push_ref) {
+        ch->push_answered = true; /* nothing to answer later */
+        return WEB_OK;
+    }
+    if (ch->ndeferred >= WEB_CHANNEL_MAX_DEFERRED)
+        return WEB_E_LIMIT;
+    size_t n = strlen(ch->push_ref);
+    deferred_t *d = malloc(sizeof *d + n + 1);
+    if (!d)
+        return WEB_E_NOMEM;
+    memcpy(d->ref, ch->push_ref, n + 1);
+    d->token = token;
+    /* Appended, so replies for the same token... never happen twice, and
+     * closing answers them in the order they came. */
+    d->next = NULL;
+    deferred_t **pp = &ch->deferred;
+    while (*pp)
+        pp = &(*pp)->next;
+    *pp = d;
+    ch->ndeferred++;
+    ch->push_answered = true;
+    return WEB_OK;
+}
+
+int web_channel_reply_later(web_channel_t *ch, uint64_t token, const char *status,
+                            const json_t *response)
+{
+    if (!status)
+        return WEB_E_ARG;
+    for (deferred_t **pp = &ch->deferred; *pp; pp = &(*pp)->next) {
+        deferred_t *d = *pp;
+        if (d->token != token)
+            continue;
+        *pp = d->next;
+        ch->ndeferred--;
+        web_channel_unwatch(ch, token);
+        int rc = send_reply(ch->s, ch->join_ref, d->ref, ch->topic, status, response);
+        free(d);
+        return rc == WEB_E_CLOSED ? WEB_OK : rc;
+    }
+    return WEB_E_NOTFOUND;
+}
+
+int web_channel_push(web_channel_t *ch, const char *event, const json_t *payload)
+{
+    if (!web_channel_joined(ch))
+        return WEB_E_STATE;
+    if (!event)
+        return WEB_E_ARG;
+    return send_event(ch->s, ch->join_ref, NULL, ch->topic, event, payload);
+}
+
+int web_channel_push_raw(web_channel_t *ch, const char *event, const char *payload_json,
+                         size_t payload_len)
+{
+    if (!web_channel_joined(ch))
+        return WEB_E_STATE;
+    if (!event || !payload_json)
+        return WEB_E_ARG;
+    phx_out_t o = {0};
+    int rc = phx_encode_raw(ch->s->vsn, ch->join_ref, NULL, ch->topic, event, payload_json,
+                            payload_len, &o);
+    return send_out(ch->s, rc, &o);
+}
+
+int web_channel_push_broadcast(web_channel_t *ch, web_broadcast_t *b)
+{
+    if (!web_channel_joined(ch))
+        return WEB_E_STATE;
+    if (ch->s->closing)
+        return WEB_E_CLOSED;
+    rt_buf_t *f = web_broadcast_frame(b, ch->s->vsn);
+    if (!f)
+        return WEB_E_NOMEM;
+    count(WEB__STAT_BROADCASTS_OUT, 1);
+    return ch->s->out.send_frame(ch->s->out.ctx, f) == 0 ? WEB_OK : WEB_E_CLOSED;
+}
+
+int web_channel_watch(web_channel_t *ch, uint64_t ref)
+{
+    if (ref == 0)
+        return WEB_E_ARG;
+    for (size_t i = 0; i < ch->nwatch; i++)
+        if (ch->watch[i] == ref)
+            return WEB_OK;
+    if (ch->nwatch == ch->capwatch) {
+        size_t cap = ch->capwatch ? ch->capwatch * 2 : 4;
+        uint64_t *w = realloc(ch->watch, cap * sizeof *w);
+        if (!w)
+            return WEB_E_NOMEM;
+        ch->watch = w;
+        ch->capwatch = cap;
+    }
+    ch->watch[ch->nwatch++] = ref;
+    return WEB_OK;
+}
+
+void web_channel_unwatch(web_channel_t *ch, uint64_t ref)
+{
+    for (size_t i = 0; i < ch->nwatch; i++)
+        if (ch->watch[i] == ref) {
+            ch->watch[i] = ch->watch[--ch->nwatch];
+            return;
+        }
+}
+
+int web_channel_subscribe(web_channel_t *ch, const char *topic)
+{
+    if (!topic)
+        return WEB_E_ARG;
+    uint64_t h = rt_topic_hash(topic);
+    for (chsub_t *x = ch->subs; x; x = x->next)
+        if (x->hash == h && strcmp(x->topic, topic) == 0)
+            return WEB_OK;
+    size_t n = strlen(topic);
+    chsub_t *x = malloc(sizeof *x + n + 1);
+    if (!x)
+        return WEB_E_NOMEM;
+    memcpy(x->topic, topic, n + 1);
+    x->hash = h;
+    int rc = sub_add(ch->s, topic);
+    if (rc != WEB_OK) {
+        free(x);
+        return rc;
+    }
+    x->next = ch->subs;
+    ch->subs = x;
+    return WEB_OK;
+}
+
+int web_channel_unsubscribe(web_channel_t *ch, const char *topic)
+{
+    if (!topic)
+        return WEB_E_ARG;
+    uint64_t h = rt_topic_hash(topic);
+    for (chsub_t **pp = &ch->subs; *pp; pp = &(*pp)->next) {
+        chsub_t *x = *pp;
+        if (x->hash == h && strcmp(x->topic, topic) == 0) {
+            *pp = x->next;
+            sub_del(ch->s, topic);
+            free(x);
+            return WEB_OK;
+        }
+    }
+    return WEB_E_NOTFOUND;
+}

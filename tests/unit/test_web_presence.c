@@ -1,0 +1,506 @@
+/*
+ * test_web_presence.c — Phoenix Presence (web/presence.h) through the
+ * user:<id> topic (web/user_channel.c): presence_state after the join
+ * reply, presence_diff joins and leaves, several devices of one user,
+ * a connection that dies without leaving (its DOWN), a tracker that ends
+ * when empty and a new one for the next join, and notifications to every
+ * connection of a user through the fast lane.
+ *
+ * Same harness as test_web_socket.c: host processes pinned to an
+ * executor driven by the test thread own real sockets with a capturing
+ * output; the trackers run on the schedulers.
+ */
+#include <criterion/criterion.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "net/ws.h"
+#include "rt/rt.h"
+#include "web/channel.h"
+#include "web/presence.h"
+#include "web/socket.h"
+
+/* ---- Harness ----------------------------------------------------------------
+ * The same in every test_web_*.c file that hosts sockets. */
+#define HARNESS static __attribute__((unused))
+
+typedef struct out_item {
+    char *text;
+    bool frame;        /* came through send_frame (the shared lane) */
+    const rt_buf_t *buf;
+} out_item_t;
+
+#define OUT_MAX 512
+typedef struct host {
+    phx_vsn_t vsn;
+    const char *user;
+    web_socket_t *s;
+    rt_pid_t pid;
+    out_item_t out[OUT_MAX];
+    size_t n, rd;
+    int close_code;
+    char close_reason[128];
+} host_t;
+
+static rt_exec_t ex;
+static web_channel_router_t router;
+
+static void ex_wake(rt_exec_t *e) { (void)e; }
+
+static int cap_text(void *ctx, const char *data, size_t len)
+{
+    host_t *h = ctx;
+    if (h->n < OUT_MAX)
+        h->out[h->n++] = (out_item_t){.text = strndup(data, len)};
+    return 0;
+}
+
+static int cap_frame(void *ctx, rt_buf_t *f)
+{
+    host_t *h = ctx;
+    const uint8_t *p = (const uint8_t *)f->data;
+    size_t hl = (p[1] & 0x7f) < 126 ? 2 : (p[1] & 0x7f) == 126 ? 4 : 10;
+    if (h->n < OUT_MAX)
+        h->out[h->n++] = (out_item_t){.text = strndup(f->data + hl, f->len - hl),
+                                      .frame = true, .buf = f};
+    return 0;
+}
+
+static void cap_close(void *ctx, int code, const char *reason)
+{
+    host_t *h = ctx;
+    h->close_code = code;
+    snprintf(h->close_reason, sizeof h->close_reason, "%s", reason ? reason : "");
+}
+
+static rt_reason_t *host_init(void *arg, void **state)
+{
+    host_t *h = arg;
+    json_t *claims = json_pack("{ss}", "sub", h->user);
+    web_socket_config_t cfg = {
+        .vsn = h->vsn, .router = &router, .user = h->user, .claims = claims,
+        .out = {.send_text = cap_text, .send_frame = cap_frame, .close = cap_close, .ctx = h},
+    };
+    h->s = web_socket_new(&cfg);
+    json_decref(claims);
+    *state = h;
+    return h->s ? NULL : rt_reason_new("no socket");
+}
+
+static void host_info(void *state, rt_msg_t *m)
+{
+    host_t *h = state;
+    if (h->s)
+        web_socket_handle_info(h->s, m);
+}
+
+static void host_terminate(void *state, rt_reason_t *r)
+{
+    host_t *h = state;
+    web_socket_free(h->s);
+    h->s = NULL;
+}
+
+static const rt_behaviour_t host_beh = RT_BEHAVIOUR(
+    .name = "test_host", .init = host_init, .handle_info = host_info,
+    .terminate = host_terminate);
+
+/* Runs the executor until nothing is queued for a few rounds. */
+HARNESS void pump(void)
+{
+    for (int idle = 0; idle < 20;) {
+        if (rt_exec_run(&ex, 1000) == 0) {
+            idle++;
+            struct timespec ts = {0, 200000};
+            nanosleep(&ts, NULL);
+        } else {
+            idle = 0;
+        }
+    }
+}
+
+HARNESS host_t *host_new(phx_vsn_t vsn, const char *user)
+{
+    host_t *h = calloc(1, sizeof *h);
+    h->vsn = vsn;
+    h->user = user;
+    rt_spawn_opts_t o = {.exec = &ex};
+    cr_assert_eq(rt_spawn(&host_beh, h, &o, &h->pid), RT_OK);
+    pump();
+    cr_assert_not_null(h->s);
+    return h;
+}
+
+typedef struct msg_arg {
+    host_t *h;
+    const char *data;
+    bool text;
+} msg_arg_t;
+
+static void run_msg(void *state, void *arg)
+{
+    msg_arg_t *a = arg;
+    web_socket_handle_message(a->h->s, a->text, a->data, strlen(a->data));
+}
+
+/* The client sends one text message; then the runtime settles. */
+HARNESS void client(host_t *h, const char *text)
+{
+    msg_arg_t a = {h, text, true};
+    cr_assert_eq(rt_exec_call(&ex, h->pid, run_msg, &a), RT_OK);
+    pump();
+}
+
+HARNESS void client_binary(host_t *h, const char *data)
+{
+    msg_arg_t a = {h, data, false};
+    cr_assert_eq(rt_exec_call(&ex, h->pid, run_msg, &a), RT_OK);
+    pump();
+}
+
+static void run_free(void *state, void *arg)
+{
+    host_t *h = arg;
+    web_socket_free(h->s);
+    h->s = NULL;
+    rt_stop(RT_NORMAL);
+}
+
+/* Closes the socket as the transport does: on_ws_closed, then the
+ * connection process ends, both inside rt_exec_call. */
+HARNESS void host_free(host_t *h)
+{
+    rt_exec_call(&ex, h->pid, run_free, h);
+    pump();
+    for (size_t i = 0; i < h->n; i++)
+        free(h->out[i].text);
+    free(h);
+}
+
+HARNESS size_t pending(const host_t *h)
+{
+    return h->n - h->rd;
+}
+
+/* Pumps until the client has at least n unread messages (or 3 s pass):
+ * for answers that come from processes on the schedulers. */
+HARNESS void await_msgs(host_t *h, size_t n)
+{
+    for (int i = 0; i < 3000 && pending(h) < n; i++) {
+        rt_exec_run(&ex, 1000);
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    cr_assert_geq(pending(h), n, "waited for %zu messages, have %zu", n, pending(h));
+}
+
+/* The next message the client received, parsed (caller json_decref). */
+HARNESS json_t *next_json(host_t *h, out_item_t *item)
+{
+    cr_assert(h->rd < h->n, "expected another message to the client");
+    out_item_t *it = &h->out[h->rd++];
+    if (item)
+        *item = *it;
+    json_error_t err;
+    json_t *j = json_loads(it->text, 0, &err);
+    cr_assert_not_null(j, "client got invalid JSON: %s", it->text);
+    return j;
+}
+
+/* Asserts the next message is [join_ref, ref, topic, event, payload]
+ * (V2 form; V1 messages are converted). payload NULL: not checked. */
+HARNESS void expect(host_t *h, const char *join_ref, const char *ref, const char *topic,
+                    const char *event, const char *payload)
+{
+    out_item_t it;
+    json_t *j = next_json(h, &it);
+    json_t *jr, *r, *t, *e, *p;
+    if (h->vsn == PHX_V2) {
+        cr_assert(json_is_array(j) && json_array_size(j) == 5, "not a V2 message: %s", it.text);
+        jr = json_array_get(j, 0);
+        r = json_array_get(j, 1);
+        t = json_array_get(j, 2);
+        e = json_array_get(j, 3);
+        p = json_array_get(j, 4);
+    } else {
+        cr_assert(json_is_object(j), "not a V1 message: %s", it.text);
+        jr = json_object_get(j, "join_ref");
+        r = json_object_get(j, "ref");
+        t = json_object_get(j, "topic");
+        e = json_object_get(j, "event");
+        p = json_object_get(j, "payload");
+        cr_assert(jr && r, "V1 message without ref/join_ref: %s", it.text);
+    }
+    if (join_ref)
+        cr_assert_str_eq(json_string_value(jr) ? json_string_value(jr) : "(null)", join_ref,
+                         "join_ref in %s", it.text);
+    else
+        cr_assert(json_is_null(jr), "join_ref not null in %s", it.text);
+    if (ref)
+        cr_assert_str_eq(json_string_value(r) ? json_string_value(r) : "(null)", ref,
+                         "ref in %s", it.text);
+    else
+        cr_assert(json_is_null(r), "ref not null in %s", it.text);
+    cr_assert_str_eq(json_string_value(t), topic, "topic in %s", it.text);
+    cr_assert_str_eq(json_string_value(e), event, "event in %s", it.text);
+    if (payload) {
+        json_t *want = json_loads(payload, 0, NULL);
+        cr_assert_not_null(want, "bad expected payload %s", payload);
+        cr_assert(json_equal(want, p), "payload %s, wanted %s (in %s)",
+                  json_dumps(p, JSON_COMPACT), payload, it.text);
+        json_decref(want);
+    }
+    json_decref(j);
+}
+
+HARNESS void expect_none(host_t *h)
+{
+    cr_assert_eq(pending(h), 0, "unexpected message to the client: %s",
+                 pending(h) ? h->out[h->rd].text : "");
+}
+
+static void setup(void)
+{
+    cr_assert_eq(rt_runtime_start(NULL), RT_OK);
+    rt_exec_init(&ex, ex_wake, NULL);
+    memset(&router, 0, sizeof router);
+    cr_assert_eq(web_channel_router_add(&router, &web_user_channel), WEB_OK);
+}
+
+static void teardown(void)
+{
+    pump();
+    rt_runtime_stop();
+    rt_exec_destroy(&ex);
+}
+
+TestSuite(web_presence, .init = setup, .fini = teardown, .timeout = 30);
+
+/* The next message must be event on topic; returns its payload (decref). */
+static json_t *next_event(host_t *h, const char *topic, const char *event)
+{
+    json_t *j = next_json(h, NULL);
+    cr_assert(json_is_array(j), "V2 expected");
+    cr_assert_str_eq(json_string_value(json_array_get(j, 2)), topic);
+    cr_assert_str_eq(json_string_value(json_array_get(j, 3)), event,
+                     "wanted %s, got %s", event, json_dumps(j, JSON_COMPACT));
+    json_t *p = json_incref(json_array_get(j, 4));
+    json_decref(j);
+    return p;
+}
+
+/* metas of key in a presence_state or in a diff's joins/leaves. */
+static json_t *metas(json_t *group, const char *key)
+{
+    return json_object_get(json_object_get(group, key), "metas");
+}
+
+static const char *ref_of(json_t *meta)
+{
+    return json_string_value(json_object_get(meta, "phx_ref"));
+}
+
+static bool tracker_gone(const char *topic)
+{
+    char name[128];
+    snprintf(name, sizeof name, "presence:%s", topic);
+    for (int i = 0; i < 3000; i++) {
+        if (rt_whereis(name) == RT_NOPID)
+            return true;
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    return false;
+}
+
+/* Joins user:<user> and checks reply, presence_state (returned) and the
+ * diff of its own join. */
+static json_t *join_user(host_t *h, const char *jref)
+{
+    char msg[256], topic[64];
+    snprintf(topic, sizeof topic, "user:%s", h->user);
+    snprintf(msg, sizeof msg, "[\"%s\",\"%s\",\"%s\",\"phx_join\",{}]", jref, jref, topic);
+    client(h, msg);
+    await_msgs(h, 3);
+    expect(h, jref, jref, topic, "phx_reply", "{\"status\":\"ok\",\"response\":{}}");
+    json_t *state = next_event(h, topic, "presence_state");
+    json_t *diff = next_event(h, topic, "presence_diff");
+    json_t *mine = json_array_get(metas(json_object_get(diff, "joins"), h->user), 0);
+    cr_assert_not_null(mine);
+    cr_assert(json_is_integer(json_object_get(mine, "online_at")));
+    cr_assert(ref_of(mine) && ref_of(mine)[0]);
+    /* My own meta is in the state I got. */
+    bool found = false;
+    json_t *m;
+    size_t i;
+    json_array_foreach(metas(state, h->user), i, m)
+        found |= strcmp(ref_of(m), ref_of(mine)) == 0;
+    cr_assert(found, "own meta missing from presence_state");
+    json_decref(diff);
+    return state;
+}
+
+Test(web_presence, join_gets_state_then_diff)
+{
+    host_t *a = host_new(PHX_V2, "alice");
+    json_t *st = join_user(a, "1");
+    cr_assert_eq(json_object_size(st), 1);
+    cr_assert_eq(json_array_size(metas(st, "alice")), 1);
+    json_decref(st);
+    expect_none(a);
+
+    char *js = NULL;
+    cr_assert_eq(web_presence_list_sync("user:alice", &js), WEB_OK);
+    json_t *l = json_loads(js, 0, NULL);
+    cr_assert_eq(json_array_size(metas(l, "alice")), 1);
+    json_decref(l);
+    free(js);
+    host_free(a);
+    cr_assert(tracker_gone("user:alice"), "the tracker ends once empty");
+    cr_assert_eq(web_presence_list_sync("user:alice", &js), WEB_OK);
+    cr_assert_str_eq(js, "{}");
+    free(js);
+}
+
+Test(web_presence, only_own_topic)
+{
+    host_t *b = host_new(PHX_V2, "bob");
+    client(b, "[\"1\",\"1\",\"user:alice\",\"phx_join\",{}]");
+    expect(b, "1", "1", "user:alice", "phx_reply",
+           "{\"status\":\"error\",\"response\":{\"reason\":\"unauthorized\"}}");
+    client(b, "[\"2\",\"2\",\"user:\",\"phx_join\",{}]");
+    expect(b, "2", "2", "user:", "phx_reply",
+           "{\"status\":\"error\",\"response\":{\"reason\":\"unauthorized\"}}");
+    expect_none(b);
+    host_free(b);
+}
+
+Test(web_presence, devices_join_and_leave)
+{
+    host_t *d1 = host_new(PHX_V2, "alice"), *d2 = host_new(PHX_V2, "alice");
+    json_decref(join_user(d1, "1"));
+    json_t *st = join_user(d2, "5");
+    cr_assert_eq(json_array_size(metas(st, "alice")), 2, "both devices in the state");
+    json_decref(st);
+    /* d1 sees d2 arrive. */
+    await_msgs(d1, 1);
+    json_t *diff = next_event(d1, "user:alice", "presence_diff");
+    json_t *d2meta = json_array_get(metas(json_object_get(diff, "joins"), "alice"), 0);
+    char d2ref[64];
+    snprintf(d2ref, sizeof d2ref, "%s", ref_of(d2meta));
+    cr_assert_eq(json_object_size(json_object_get(diff, "leaves")), 0);
+    json_decref(diff);
+
+    /* d2 leaves: d1 sees exactly d2's meta leave. */
+    client(d2, "[\"5\",\"9\",\"user:alice\",\"phx_leave\",{}]");
+    expect(d2, "5", "9", "user:alice", "phx_reply", NULL);
+    expect(d2, "5", "5", "user:alice", "phx_close", NULL);
+    await_msgs(d1, 1);
+    diff = next_event(d1, "user:alice", "presence_diff");
+    json_t *left = metas(json_object_get(diff, "leaves"), "alice");
+    cr_assert_eq(json_array_size(left), 1);
+    cr_assert_str_eq(ref_of(json_array_get(left, 0)), d2ref);
+    cr_assert_eq(json_object_size(json_object_get(diff, "joins")), 0);
+    json_decref(diff);
+    pump();
+    expect_none(d2); /* it left: no more presence for it */
+    host_free(d2);
+    host_free(d1);
+    cr_assert(tracker_gone("user:alice"));
+}
+
+/* A process that tracks itself on a topic and then is killed: its DOWN
+ * must make it leave. */
+static rt_reason_t *ghost_init(void *arg, void **state)
+{
+    rt_pid_t t = rt_whereis("presence:user:alice");
+    if (!t)
+        return rt_reason_new("no tracker");
+    static const char req[] = "ghost\0{\"k\":1}";
+    char *d = malloc(sizeof req);
+    memcpy(d, req, sizeof req);
+    rt_msg_t *m = rt_msg_new(WEB_PRESENCE_TRACK);
+    m->a = 77;
+    rt_msg_set_data(m, d, RT_OWN_FREE);
+    uint64_t ref;
+    return rt_call(t, m, RT_INFINITY, &ref) == RT_OK ? NULL : rt_reason_new("call");
+}
+static const rt_behaviour_t ghost_beh = RT_BEHAVIOUR(.name = "ghost", .init = ghost_init);
+
+Test(web_presence, dead_connection_leaves)
+{
+    host_t *a = host_new(PHX_V2, "alice");
+    json_decref(join_user(a, "1"));
+    rt_pid_t g;
+    cr_assert_eq(rt_spawn(&ghost_beh, NULL, NULL, &g), RT_OK);
+    await_msgs(a, 1);
+    json_t *diff = next_event(a, "user:alice", "presence_diff");
+    json_t *gm = json_array_get(metas(json_object_get(diff, "joins"), "ghost"), 0);
+    cr_assert_eq(json_integer_value(json_object_get(gm, "k")), 1);
+    char gref[64];
+    snprintf(gref, sizeof gref, "%s", ref_of(gm));
+    json_decref(diff);
+
+    rt_exit(g, RT_KILL);
+    await_msgs(a, 1);
+    diff = next_event(a, "user:alice", "presence_diff");
+    json_t *left = metas(json_object_get(diff, "leaves"), "ghost");
+    cr_assert_eq(json_array_size(left), 1);
+    cr_assert_str_eq(ref_of(json_array_get(left, 0)), gref);
+    json_decref(diff);
+    host_free(a);
+}
+
+Test(web_presence, reconnect_gets_fresh_state)
+{
+    host_t *a = host_new(PHX_V2, "alice"), *b = host_new(PHX_V2, "alice");
+    json_decref(join_user(a, "1"));
+    json_decref(join_user(b, "1"));
+    await_msgs(a, 1);
+    json_decref(next_event(a, "user:alice", "presence_diff"));
+    /* b drops and comes back (a new connection, a new meta). */
+    host_free(b);
+    await_msgs(a, 1);
+    json_t *diff = next_event(a, "user:alice", "presence_diff");
+    cr_assert_eq(json_array_size(metas(json_object_get(diff, "leaves"), "alice")), 1);
+    json_decref(diff);
+    b = host_new(PHX_V2, "alice");
+    json_t *st = join_user(b, "3");
+    cr_assert_eq(json_array_size(metas(st, "alice")), 2);
+    json_decref(st);
+    host_free(b);
+    host_free(a);
+}
+
+Test(web_presence, notify_reaches_every_device)
+{
+    host_t *d1 = host_new(PHX_V2, "alice"), *d2 = host_new(PHX_V1, "alice");
+    host_t *other = host_new(PHX_V2, "bob");
+    json_decref(join_user(d1, "1"));
+    client(d2, "{\"topic\":\"user:alice\",\"event\":\"phx_join\",\"payload\":{},\"ref\":\"1\","
+               "\"join_ref\":\"1\"}");
+    await_msgs(d2, 3);
+    d2->rd = d2->n; /* reply, state, diff: checked in the V2 tests */
+    await_msgs(d1, 1);
+    d1->rd = d1->n;
+    json_decref(join_user(other, "1"));
+
+    int n = web_user_notify("alice", "ring", "{\"from\":\"bob\"}", 14);
+    cr_assert_eq(n, 2);
+    await_msgs(d1, 1);
+    await_msgs(d2, 1);
+    out_item_t it;
+    json_decref(next_json(d1, &it));
+    cr_assert(it.frame);
+    cr_assert_str_eq(it.text, "[null,null,\"user:alice\",\"ring\",{\"from\":\"bob\"}]");
+    json_decref(next_json(d2, &it));
+    cr_assert_str_eq(it.text, "{\"topic\":\"user:alice\",\"event\":\"ring\",\"payload\":"
+                              "{\"from\":\"bob\"},\"ref\":null,\"join_ref\":null}");
+    pump();
+    expect_none(other);
+    host_free(d1);
+    host_free(d2);
+    host_free(other);
+}
