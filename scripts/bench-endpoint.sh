@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# Endpoint benchmarks: build/roost against build/bench/loadgen, everything
+# on 127.0.0.1. Each scenario gets a fresh server (own port, own temporary
+# data directory, --io-threads left at its default), which is stopped with
+# SIGTERM afterwards:
+#   idle    BENCH_IDLE_CONNS (15000) connections, each joined to its own
+#           user:<id>: connect+join rate and the server's resident memory
+#           per connection
+#   fanout  BENCH_FANOUT_SUBS (1000) subscribers of one topic and a
+#           publisher of BENCH_FANOUT_MSGS (2000) messages of
+#           BENCH_FANOUT_SIZE (256) bytes at BENCH_FANOUT_RATE (200) per
+#           second: deliveries/s, latency p50/p99/max, losses
+# Each prints a table and a `RESULT {json}` line. Exits non-zero if a
+# scenario failed (a connection not joined, a message lost, a server that
+# did not start or stop). Usage: scripts/bench-endpoint.sh [idle] [fanout]
+set -u
+cd "$(dirname "$0")/.."
+
+ROOST=${ROOST_BIN:-build/roost}
+LOADGEN=${LOADGEN_BIN:-build/bench/loadgen}
+SECRET=bench-secret-$$-$RANDOM
+KEY=bench-key-$$-$RANDOM
+IDLE_CONNS=${BENCH_IDLE_CONNS:-15000}
+FANOUT_SUBS=${BENCH_FANOUT_SUBS:-1000}
+FANOUT_MSGS=${BENCH_FANOUT_MSGS:-2000}
+FANOUT_SIZE=${BENCH_FANOUT_SIZE:-256}
+FANOUT_RATE=${BENCH_FANOUT_RATE:-200}
+
+for bin in "$ROOST" "$LOADGEN"; do
+  [ -x "$bin" ] || { echo "bench-endpoint: $bin is missing (make $bin)" >&2; exit 1; }
+done
+
+# Both processes may hold up to the hard limit of open files (20,000 here):
+# 15,000 connections stay under it on either side.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+server_pid=
+server_data=
+server_log=
+server_port=
+
+start_server() {
+  server_data=$(mktemp -d "${TMPDIR:-/tmp}/roost-bench-XXXXXX")
+  server_log=$server_data/server.log
+  "$ROOST" serve --port 0 --data "$server_data" --secret "$SECRET" --api-key "$KEY" \
+    2>"$server_log" &
+  server_pid=$!
+  server_port=
+  for _ in $(seq 1 200); do
+    server_port=$(sed -n 's|.*roost: listening on http://127\.0\.0\.1:\([0-9]*\).*|\1|p' "$server_log" | head -1)
+    [ -n "$server_port" ] && break
+    kill -0 "$server_pid" 2>/dev/null || break
+    sleep 0.05
+  done
+  if [ -z "$server_port" ]; then
+    echo "bench-endpoint: roost did not start:" >&2
+    cat "$server_log" >&2
+    stop_server
+    return 1
+  fi
+}
+
+stop_server() {
+  [ -n "$server_pid" ] || return 0
+  local rc=0
+  if kill -TERM "$server_pid" 2>/dev/null; then
+    for _ in $(seq 1 300); do
+      kill -0 "$server_pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    if kill -0 "$server_pid" 2>/dev/null; then
+      echo "bench-endpoint: roost did not exit 30 s after SIGTERM; killing it" >&2
+      kill -KILL "$server_pid" 2>/dev/null
+      rc=1
+    fi
+  fi
+  wait "$server_pid" 2>/dev/null
+  local exit_code=$?
+  if [ $rc -eq 0 ] && [ $exit_code -ne 0 ]; then
+    echo "bench-endpoint: roost exited with $exit_code; its log:" >&2
+    tail -20 "$server_log" >&2
+    rc=1
+  fi
+  rm -rf "$server_data"
+  server_pid=
+  return $rc
+}
+trap 'stop_server >/dev/null 2>&1' EXIT
+
+run_scenario() {
+  local name=$1; shift
+  start_server || return 1
+  echo "== endpoint $name (roost pid $server_pid, port $server_port)"
+  "$LOADGEN" --scenario "$name" --port "$server_port" --secret "$SECRET" --api-key "$KEY" \
+    --server-pid "$server_pid" "$@"
+  local rc=$?
+  stop_server || rc=1
+  return $rc
+}
+
+scenarios=("$@")
+[ ${#scenarios[@]} -gt 0 ] || scenarios=(idle fanout)
+status=0
+for s in "${scenarios[@]}"; do
+  case $s in
+    idle)   run_scenario idle --conns "$IDLE_CONNS" --settle-ms 2000 || status=1 ;;
+    fanout) run_scenario fanout --conns "$FANOUT_SUBS" --messages "$FANOUT_MSGS" \
+              --size "$FANOUT_SIZE" --rate "$FANOUT_RATE" --settle-ms 1000 || status=1 ;;
+    *) echo "bench-endpoint: unknown scenario '$s' (idle, fanout)" >&2; status=2 ;;
+  esac
+done
+exit $status
