@@ -149,6 +149,9 @@ rt_ext_t *rt__ext(rt_proc_t *p)
 
 static inline bool mb_push(rt_proc_t *p, rt_msg_t *m)
 {
+    /* Counted before it can be popped, so sent - received never goes
+     * below zero for an observer. */
+    atomic_fetch_add_explicit(&p->mb_sent, 1, memory_order_relaxed);
     atomic_store_explicit(&m->node.next, NULL, memory_order_relaxed);
     /* acq_rel: release publishes m's fields to the runner; acquire pairs
      * with the runner's mark-empty CAS so we see the node it left. */
@@ -157,7 +160,6 @@ static inline bool mb_push(rt_proc_t *p, rt_msg_t *m)
     /* release: the runner's acquire load of next sees a complete message. */
     atomic_store_explicit(&((rt_mnode_t *)(prev & ~(uintptr_t)1))->next, &m->node,
                           memory_order_release);
-    atomic_fetch_add_explicit(&p->mb_sent, 1, memory_order_relaxed);
     return (prev & 1u) != 0;
 }
 
@@ -171,10 +173,15 @@ static inline rt_msg_t *mb_pop(rt_proc_t *p)
     p->mb_tail = next;
     if (tail != &p->stub)
         rt__msg_dealloc(RT_CONTAINER_OF(tail, rt_msg_t, node));
-    atomic_store_explicit(&p->mb_recv,
-                          atomic_load_explicit(&p->mb_recv, memory_order_relaxed) + 1,
-                          memory_order_relaxed);
     return RT_CONTAINER_OF(next, rt_msg_t, node);
+}
+
+/* One message left the mailbox for good (handled or dropped); a message
+ * postponed by rt_await still counts as queued until it is handled. */
+static inline void count_recv(rt_proc_t *p)
+{
+    atomic_store_explicit(&p->mb_recv, atomic_load_explicit(&p->mb_recv, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
 }
 
 /* Marks the mailbox idle if nothing arrived since the last pop. False
@@ -192,8 +199,11 @@ static inline bool mb_mark_empty(rt_proc_t *p)
 
 static inline uint32_t mb_len(rt_proc_t *p)
 {
-    return atomic_load_explicit(&p->mb_sent, memory_order_relaxed) -
-           atomic_load_explicit(&p->mb_recv, memory_order_relaxed);
+    /* Two relaxed loads from another thread may still see them out of
+     * step: never report a negative length. */
+    int32_t n = (int32_t)(atomic_load_explicit(&p->mb_sent, memory_order_relaxed) -
+                          atomic_load_explicit(&p->mb_recv, memory_order_relaxed));
+    return n > 0 ? (uint32_t)n : 0;
 }
 
 /* ---- delivery ------------------------------------------------------------ */
@@ -717,9 +727,7 @@ static void postpone(rt_proc_t *p, rt_msg_t *m)
         x->def_head = c;
     x->def_tail = c;
     x->ndef++;
-    /* Still waiting to be handled: introspection counts it as queued. */
-    atomic_store_explicit(&p->mb_recv, atomic_load_explicit(&p->mb_recv, memory_order_relaxed) - 1,
-                          memory_order_relaxed);
+    rt__tls.postponed = true;
 }
 
 /* While awaiting: the awaited message may have been postponed by an
@@ -742,9 +750,6 @@ static rt_msg_t *find_postponed(rt_proc_t *p)
                 x->def_tail = prev;
             x->ndef--;
             atomic_store_explicit(&c->node.next, NULL, memory_order_relaxed);
-            atomic_store_explicit(&p->mb_recv,
-                                  atomic_load_explicit(&p->mb_recv, memory_order_relaxed) + 1,
-                                  memory_order_relaxed);
             return c;
         }
         prev = c;
@@ -762,8 +767,6 @@ static rt_msg_t *unpostpone(rt_proc_t *p)
     if (!x->def_head)
         x->def_tail = NULL;
     x->ndef--;
-    atomic_store_explicit(&p->mb_recv, atomic_load_explicit(&p->mb_recv, memory_order_relaxed) + 1,
-                          memory_order_relaxed);
     return c;
 }
 
@@ -997,9 +1000,22 @@ void rt__run(rt_proc_t *p)
     rt_pid_t pid = atomic_load_explicit(&p->pid, memory_order_acquire);
     atomic_store_explicit(&p->pflags_pub, p->pflags, memory_order_relaxed);
 
+    bool misplaced = false;
     for (unsigned n = 0; n < budget; n++) {
         rt_msg_t *m;
         bool from_def = false;
+        /* A slot's run-queue entry can outlive the process that was
+         * queued (it exited inside rt_exec_call): the next incarnation
+         * must run where it belongs, not where the old entry was. */
+        pid = atomic_load_explicit(&p->pid, memory_order_acquire);
+        if (pid && atomic_load_explicit(&p->exec, memory_order_relaxed) != rt__tls.exec) {
+            misplaced = true;
+            break;
+        }
+        /* Introspection's mailbox length is sent - received: a message
+         * counts as received when taken for handling, so one postponed by
+         * rt_await stays "queued" until it is handled. */
+        bool counted = false;
         if (p->ext && p->ext->def_head && !(p->pflags & RT_PF_AWAIT) && pid) {
             m = unpostpone(p);
             from_def = true;
@@ -1010,18 +1026,27 @@ void rt__run(rt_proc_t *p)
             if (!m)
                 break;
         }
+        if (from_def || !(p->pflags & RT_PF_AWAIT)) {
+            count_recv(p);
+            counted = true;
+        }
         if (!from_def) {
             /* The slot may have a new incarnation since we started. */
             pid = atomic_load_explicit(&p->pid, memory_order_acquire);
             if (m->to != pid || pid == 0) {
                 rt__count(&rt__stats()->dropped, 1);
+                if (!counted)
+                    count_recv(p);
                 answer_dead(m, RT_NOPROC_REASON);
                 rt__msg_release_data(m);
                 continue;
             }
         }
         rt__tls.self_pid = pid;
+        rt__tls.postponed = false;
         rt_reason_t *why = dispatch(p, m);
+        if (!counted && !rt__tls.postponed)
+            count_recv(p);
         if (from_def)
             rt_msg_free(m);
         else
@@ -1040,6 +1065,11 @@ void rt__run(rt_proc_t *p)
             break;
     }
     rt__tls.self = NULL;
+    if (misplaced) {
+        /* Still scheduled (idle bit clear): hand it to its own thread. */
+        rt__reschedule(p);
+        return;
+    }
     atomic_store_explicit(&p->pflags_pub, p->pflags, memory_order_relaxed);
     if (pid && (p->pflags & RT_PF_LIVE)) {
         /* The state is the runner's alone, so its size is taken here and
@@ -1132,6 +1162,7 @@ static void proc_exit(rt_proc_t *p, rt_reason_t *reason)
         if (!next)
             break;
         rt_msg_t *m = mb_pop(p);
+        count_recv(p);
         answer_dead(m, m->to == me ? reason : RT_NOPROC_REASON);
         rt__msg_release_data(m);
     }
@@ -1164,9 +1195,7 @@ static void proc_exit(rt_proc_t *p, rt_reason_t *reason)
             if (next == &p->stub)
                 break;
             rt_msg_t *m = RT_CONTAINER_OF(next, rt_msg_t, node);
-            atomic_store_explicit(&p->mb_recv,
-                                  atomic_load_explicit(&p->mb_recv, memory_order_relaxed) + 1,
-                                  memory_order_relaxed);
+            count_recv(p);
             answer_dead(m, RT_NOPROC_REASON);
             rt__msg_release_data(m);
         }

@@ -107,6 +107,8 @@ typedef struct rt_tls {
     struct rt_sched *sched;         /* NULL on external threads */
     rt_proc_t *self;                /* process whose callback is running */
     rt_pid_t self_pid;              /* its pid (still valid in terminate) */
+    rt_exec_t *exec;                /* executor being run on this thread, or NULL */
+    bool postponed;                 /* the message just dispatched was postponed */
     jmp_buf *fail_jb;               /* armed around every callback */
     rt_reason_t *fail_reason;
     uint64_t cur_call_ref;          /* call being handled, to see rt_reply */

@@ -201,7 +201,10 @@ size_t rt_exec_run(rt_exec_t *e, size_t max)
         if (!p)
             break;
         p->rq_next = NULL;
+        rt_exec_t *saved = rt__tls.exec;
+        rt__tls.exec = e;
         rt__run(p);
+        rt__tls.exec = saved;
     }
     return atomic_load_explicit(&e->len, memory_order_relaxed);
 }
