@@ -190,6 +190,68 @@ rt_tstats_t *rt__stats(void)
 
 /* ---- vectors ---- */
 
+static inline uint64_t vec_key(const rt_vec_t *v, const rt_pair_t *e)
+{
+    return v->by_pid ? e->pid : e->ref;
+}
+
+static inline uint32_t vec_slot(uint64_t key, uint32_t cap)
+{
+    return (uint32_t)((key * 0x9E3779B97F4A7C15ull) >> 32) & (cap - 1);
+}
+
+static void ix_put(rt_vec_t *v, uint32_t pos)
+{
+    uint32_t i = vec_slot(vec_key(v, &v->v[pos]), v->ixcap);
+    while (v->ix[i])
+        i = (i + 1) & (v->ixcap - 1);
+    v->ix[i] = pos + 1;
+}
+
+/* Linear probing with backward-shift deletion (no tombstones). */
+static void ix_remove_at(rt_vec_t *v, uint32_t i)
+{
+    uint32_t mask = v->ixcap - 1, j = i;
+    v->ix[i] = 0;
+    for (;;) {
+        j = (j + 1) & mask;
+        if (!v->ix[j])
+            return;
+        uint32_t home = vec_slot(vec_key(v, &v->v[v->ix[j] - 1]), v->ixcap);
+        /* Move j back to i unless its home lies cyclically in (i, j]. */
+        if ((i <= j) ? (home <= i || home > j) : (home <= i && home > j)) {
+            v->ix[i] = v->ix[j];
+            v->ix[j] = 0;
+            i = j;
+        }
+    }
+}
+
+static uint32_t ix_find_slot(const rt_vec_t *v, uint64_t key)
+{
+    uint32_t i = vec_slot(key, v->ixcap);
+    while (v->ix[i] && vec_key(v, &v->v[v->ix[i] - 1]) != key)
+        i = (i + 1) & (v->ixcap - 1);
+    return i;
+}
+
+static bool ix_build(rt_vec_t *v, bool by_pid)
+{
+    uint32_t cap = 64;
+    while (cap < 2 * (v->n + 1))
+        cap *= 2;
+    uint32_t *ix = calloc(cap, sizeof *ix);
+    if (!ix)
+        return false;
+    free(v->ix);
+    v->ix = ix;
+    v->ixcap = cap;
+    v->by_pid = by_pid;
+    for (uint32_t k = 0; k < v->n; k++)
+        ix_put(v, k);
+    return true;
+}
+
 int rt__vec_add(rt_vec_t *v, uint64_t ref, rt_pid_t pid)
 {
     if (v->n == v->cap) {
@@ -201,35 +263,63 @@ int rt__vec_add(rt_vec_t *v, uint64_t ref, rt_pid_t pid)
         v->cap = cap;
     }
     v->v[v->n++] = (rt_pair_t){ ref, pid };
+    if (v->ix) {
+        if (2 * v->n > v->ixcap && !ix_build(v, v->by_pid)) {
+            free(v->ix); /* fall back to linear search */
+            v->ix = NULL;
+        } else if (v->ix && 2 * v->n <= v->ixcap) {
+            ix_put(v, v->n - 1);
+        }
+    }
     return RT_OK;
 }
 
-/* O(n): these sets are small for almost every process; a process with
- * thousands of links or monitors pays linear removal. */
-int rt__vec_find_ref(const rt_vec_t *v, uint64_t ref)
+static int vec_find(rt_vec_t *v, uint64_t key, bool by_pid)
 {
+    if (v->n >= RT_VEC_INDEX_MIN && (!v->ix || v->by_pid != by_pid))
+        ix_build(v, by_pid); /* on ENOMEM: linear search below */
+    if (v->ix && v->by_pid == by_pid) {
+        uint32_t i = ix_find_slot(v, key);
+        return v->ix[i] ? (int)(v->ix[i] - 1) : -1;
+    }
     for (uint32_t i = 0; i < v->n; i++)
-        if (v->v[i].ref == ref)
+        if ((by_pid ? v->v[i].pid : v->v[i].ref) == key)
             return (int)i;
     return -1;
 }
 
-int rt__vec_find_pid(const rt_vec_t *v, rt_pid_t pid)
+/* Each vector is searched by one key only: links by pid (unique), the
+ * others by ref (unique); the index is built for that key. */
+int rt__vec_find_ref(rt_vec_t *v, uint64_t ref)
 {
-    for (uint32_t i = 0; i < v->n; i++)
-        if (v->v[i].pid == pid)
-            return (int)i;
-    return -1;
+    return vec_find(v, ref, false);
+}
+
+int rt__vec_find_pid(rt_vec_t *v, rt_pid_t pid)
+{
+    return vec_find(v, pid, true);
 }
 
 void rt__vec_del(rt_vec_t *v, int i)
 {
-    v->v[i] = v->v[--v->n];
+    uint32_t last = v->n - 1;
+    if (v->ix) {
+        ix_remove_at(v, ix_find_slot(v, vec_key(v, &v->v[i])));
+        if ((uint32_t)i != last) {
+            /* The last element moves into the hole: repoint its entry. */
+            uint32_t j = ix_find_slot(v, vec_key(v, &v->v[last]));
+            v->ix[j] = (uint32_t)i + 1;
+        }
+    }
+    v->v[i] = v->v[last];
+    v->n--;
 }
 
 void rt__vec_free(rt_vec_t *v)
 {
     free(v->v);
+    free(v->ix);
     v->v = NULL;
-    v->n = v->cap = 0;
+    v->ix = NULL;
+    v->n = v->cap = v->ixcap = 0;
 }

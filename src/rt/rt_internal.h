@@ -43,9 +43,17 @@ typedef struct rt_pair {
     rt_pid_t pid;
 } rt_pair_t;
 
+/* A small vector of (ref, pid) pairs: links, monitors, calls. Linear
+ * while small; past RT_VEC_INDEX_MIN entries a hash index on the key it
+ * is searched by (ref or pid) keeps lookups O(1), so a supervisor with
+ * 100,000 linked children does not pay O(children) per exit. */
+#define RT_VEC_INDEX_MIN 32u
 typedef struct rt_vec {
     rt_pair_t *v;
     uint32_t n, cap;
+    uint32_t *ix;            /* position + 1, 0 = empty; NULL until needed */
+    uint32_t ixcap;          /* power of two, > 2 * n */
+    uint8_t by_pid;          /* the index's key */
 } rt_vec_t;
 
 struct rt_sub;
@@ -219,8 +227,8 @@ void rt__pubsub_drop_all(rt_proc_t *p);
 
 /* ---- small vectors ---- */
 int rt__vec_add(rt_vec_t *v, uint64_t ref, rt_pid_t pid);
-int rt__vec_find_ref(const rt_vec_t *v, uint64_t ref);
-int rt__vec_find_pid(const rt_vec_t *v, rt_pid_t pid);
+int rt__vec_find_ref(rt_vec_t *v, uint64_t ref);
+int rt__vec_find_pid(rt_vec_t *v, rt_pid_t pid);
 void rt__vec_del(rt_vec_t *v, int i);
 void rt__vec_free(rt_vec_t *v);
 
