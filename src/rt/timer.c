@@ -35,6 +35,11 @@ static uint32_t heap_n, heap_cap;
 static rt_timer_t **hash;
 static uint32_t hash_cap;
 static uint64_t seq;
+/* When the timer thread will look at the heap next (ns). An insert wakes
+ * it only if the new timer is due earlier: a call's 5 s timeout set and
+ * cancelled around every call then costs no wake-up at all. */
+static uint64_t sleeping_until;
+#define IDLE_POLL_NS 100000000u   /* 100 ms: an idle runtime wakes 10 times a second */
 
 static void heap_swap(uint32_t a, uint32_t b)
 {
@@ -195,7 +200,7 @@ static uint64_t insert(int ms, rt_pid_t to, rt_msg_t *m, uint64_t id)
     t->heap_idx = heap_n;
     heap[heap_n++] = t;
     sift_up(t->heap_idx);
-    if (t->heap_idx == 0)
+    if (t->deadline < sleeping_until)
         pthread_cond_signal(&tcond);
     pthread_mutex_unlock(&tmu);
     return id; /* not t->id: a due timer may already be fired and freed */
@@ -264,10 +269,6 @@ static void *timer_main(void *arg)
     rt_timer_t *fire[MAXFIRE];
     pthread_mutex_lock(&tmu);
     while (!tstop) {
-        if (heap_n == 0) {
-            pthread_cond_wait(&tcond, &tmu);
-            continue;
-        }
         uint64_t now = rt_now_ns();
         int nf = 0;
         while (heap_n && heap[0]->deadline <= now && nf < MAXFIRE) {
@@ -284,9 +285,13 @@ static void *timer_main(void *arg)
             pthread_mutex_lock(&tmu);
             continue;
         }
-        uint64_t d = heap[0]->deadline;
+        uint64_t d = now + IDLE_POLL_NS;
+        if (heap_n && heap[0]->deadline < d)
+            d = heap[0]->deadline;
+        sleeping_until = d;
         struct timespec ts = { (time_t)(d / 1000000000u), (long)(d % 1000000000u) };
         pthread_cond_timedwait(&tcond, &tmu, &ts);
+        sleeping_until = 0; /* awake: inserts need not signal */
     }
     pthread_mutex_unlock(&tmu);
     return NULL;
@@ -301,6 +306,7 @@ int rt__timers_start(void)
     pthread_condattr_destroy(&ca);
     tstop = false;
     seq = 0;
+    sleeping_until = 0;
     if (pthread_create(&tthread, NULL, timer_main, NULL) != 0)
         return RT_ENOMEM;
     return RT_OK;
