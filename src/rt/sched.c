@@ -93,36 +93,46 @@ static rt_proc_t *rq_pop(rq_t *q)
     return p;
 }
 
-/* Moves up to half of `from` (at least one) into `to`; returns the first. */
+/* Moves up to half of `from` (at least one, at most STEAL_MAX) into
+ * `to` and returns the first of them to run now. The rest is spliced in
+ * one step: one lock on each queue, however many move. */
+#define STEAL_MAX 256u
+
 static rt_proc_t *rq_steal(rq_t *from, rq_t *to)
 {
-    uint32_t len = atomic_load_explicit(&from->len, memory_order_relaxed);
-    if (len == 0)
+    if (atomic_load_explicit(&from->len, memory_order_relaxed) == 0)
         return NULL;
     pthread_mutex_lock(&from->mu);
-    len = atomic_load_explicit(&from->len, memory_order_relaxed);
+    uint32_t len = atomic_load_explicit(&from->len, memory_order_relaxed);
     uint32_t take = (len + 1) / 2;
-    rt_proc_t *first = from->head, *last = NULL, *p = first;
-    for (uint32_t i = 0; i < take && p; i++) {
-        last = p;
-        p = p->rq_next;
-    }
-    if (!first) {
+    if (take > STEAL_MAX)
+        take = STEAL_MAX;
+    rt_proc_t *first = from->head;
+    if (!first || take == 0) {
         pthread_mutex_unlock(&from->mu);
         return NULL;
     }
-    from->head = p;
-    if (!p)
+    rt_proc_t *last = first;
+    for (uint32_t i = 1; i < take; i++)
+        last = last->rq_next;
+    from->head = last->rq_next;
+    if (!from->head)
         from->tail = NULL;
     atomic_fetch_sub_explicit(&from->len, take, memory_order_relaxed);
     pthread_mutex_unlock(&from->mu);
     last->rq_next = NULL;
+
     rt_proc_t *rest = first->rq_next;
     first->rq_next = NULL;
-    while (rest) {
-        rt_proc_t *n = rest->rq_next;
-        rq_push(to, rest);
-        rest = n;
+    if (rest) {
+        pthread_mutex_lock(&to->mu);
+        if (to->tail)
+            to->tail->rq_next = rest;
+        else
+            to->head = rest;
+        to->tail = last;
+        atomic_fetch_add_explicit(&to->len, take - 1, memory_order_seq_cst);
+        pthread_mutex_unlock(&to->mu);
     }
     return first;
 }
