@@ -1,8 +1,8 @@
 /*
  * main.c — the roost command: configuration and the root supervisor.
  *
- *   roost serve [options]    start the runtime, the root supervisor and
- *                            its children (the endpoint so far); print
+ *   roost serve [options]    open the store, start the runtime, the root
+ *                            supervisor and its children; print
  *                            "roost: listening on http://HOST:PORT" to
  *                            stderr once connections are accepted; on
  *                            SIGTERM or SIGINT drain (1012) and exit 0
@@ -14,18 +14,27 @@
  * back to the environment (design §6):
  *   --port N        ROOST_PORT        4000 (0: any free port)
  *   --host H        ROOST_HOST        127.0.0.1
- *   --data DIR      ROOST_DATA        ./data (used by the store, later)
+ *   --data DIR      ROOST_DATA        ./data (the store: room states, history)
  *   --secret S      ROOST_SECRET      JWT signing secret
  *   --api-key K     ROOST_API_KEY     key for /api/
  *   --max-frame N   ROOST_MAX_FRAME   1048576 bytes
  *   --io-threads N  ROOST_IO_THREADS  one per core
  *   --schedulers N  ROOST_SCHEDULERS  one per core
+ *   --reconnect-grace S  ROOST_RECONNECT_GRACE  30 s a dropped participant
+ *                                            keeps its entry
+ *   --empty-timeout S    ROOST_EMPTY_TIMEOUT    300 s before a room nobody is
+ *                                            connected to ends (default per room)
+ *   --auto-create on|off ROOST_AUTO_CREATE      on: joining an unknown room creates it
  * With no secret or no API key, serve makes random development values
  * and prints them with a warning: tokens then die with the process.
  *
- * The root supervisor (design §1) is one_for_one; its children so far:
- * endpoint (web/endpoint.h). store, history, media and rooms come with
- * their modules.
+ * The root supervisor (design §1) is one_for_one; its children, started
+ * in this order and stopped in the reverse one: store (store/store.h),
+ * history (domain/history.h), rooms and room_dir (domain/room.h; the
+ * directory after the RoomsSupervisor so that it is stopped first), and
+ * endpoint (web/endpoint.h). media comes with its module. The store is
+ * opened before the tree starts and closed after it stopped, so every
+ * write queued by a room is committed before the process exits.
  */
 #include <errno.h>
 #include <limits.h>
@@ -37,10 +46,15 @@
 
 #include <openssl/rand.h>
 
+#include "domain/history.h"
+#include "domain/room.h"
+#include "domain/state.h"
 #include "rt/rt.h"
 #include "rt/rt_sup.h"
+#include "store/store.h"
 #include "web/endpoint.h"
 #include "web/jwt.h"
+#include "web/room_web.h"
 
 #define ROOST_VERSION "0.1.0"
 
@@ -49,11 +63,13 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: roost serve [--port N] [--host H] [--data DIR] [--secret S]\n"
             "                   [--api-key K] [--max-frame BYTES] [--io-threads N]\n"
-            "                   [--schedulers N]\n"
+            "                   [--schedulers N] [--reconnect-grace SECONDS]\n"
+            "                   [--empty-timeout SECONDS] [--auto-create on|off]\n"
             "       roost token --sub USER [--room ROOM] [--ttl SECONDS] [--secret S]\n"
             "       roost version\n"
             "Environment: ROOST_PORT, ROOST_HOST, ROOST_DATA, ROOST_SECRET, ROOST_API_KEY,\n"
-            "ROOST_MAX_FRAME, ROOST_IO_THREADS, ROOST_SCHEDULERS.\n");
+            "ROOST_MAX_FRAME, ROOST_IO_THREADS, ROOST_SCHEDULERS, ROOST_RECONNECT_GRACE,\n"
+            "ROOST_EMPTY_TIMEOUT, ROOST_AUTO_CREATE.\n");
 }
 
 /* ---- options ------------------------------------------------------------------ */
@@ -125,6 +141,23 @@ static bool num(const char *cmd, const char *name, const char *s, long long lo, 
     return true;
 }
 
+/* on|off (true|false, yes|no, 1|0); def when s is NULL. */
+static bool onoff(const char *cmd, const char *name, const char *s, bool def, bool *out)
+{
+    static const char *on[] = {"on", "true", "yes", "1"}, *off[] = {"off", "false", "no", "0"};
+    *out = def;
+    if (!s)
+        return true;
+    for (size_t i = 0; i < 4; i++) {
+        if (strcmp(s, on[i]) == 0)
+            return *out = true, true;
+        if (strcmp(s, off[i]) == 0)
+            return *out = false, true;
+    }
+    fprintf(stderr, "roost %s: %s must be on or off, not '%s'\n", cmd, name, s);
+    return false;
+}
+
 /* 32 random bytes, base64url: a development secret or key. */
 static char *dev_value(void)
 {
@@ -147,20 +180,34 @@ static int serve(int argc, char **argv)
         {"--api-key", "ROOST_API_KEY", NULL},   {"--max-frame", "ROOST_MAX_FRAME", NULL},
         {"--io-threads", "ROOST_IO_THREADS", NULL},
         {"--schedulers", "ROOST_SCHEDULERS", NULL},
+        {"--reconnect-grace", "ROOST_RECONNECT_GRACE", NULL},
+        {"--empty-timeout", "ROOST_EMPTY_TIMEOUT", NULL},
+        {"--auto-create", "ROOST_AUTO_CREATE", NULL},
     };
     size_t nopts = sizeof opts / sizeof opts[0];
     int prc = parse_opts("serve", argc, argv, opts, nopts);
     if (prc)
         return prc;
-    long long port, max_frame, io_threads, schedulers;
+    long long port, max_frame, io_threads, schedulers, grace, empty;
+    bool auto_create;
     if (!num("serve", "--port", opt_get(opts, nopts, "--port"), 0, 65535, 4000, &port) ||
         !num("serve", "--max-frame", opt_get(opts, nopts, "--max-frame"), 1024,
              256LL * 1024 * 1024, 1024 * 1024, &max_frame) ||
         !num("serve", "--io-threads", opt_get(opts, nopts, "--io-threads"), 0, 256, 0,
              &io_threads) ||
         !num("serve", "--schedulers", opt_get(opts, nopts, "--schedulers"), 0, 1024, 0,
-             &schedulers))
+             &schedulers) ||
+        !num("serve", "--reconnect-grace", opt_get(opts, nopts, "--reconnect-grace"), 1,
+             86400, 30, &grace) ||
+        /* At most about 23 days: the timer takes milliseconds in an int. */
+        !num("serve", "--empty-timeout", opt_get(opts, nopts, "--empty-timeout"), 1,
+             2000000, 300, &empty) ||
+        !onoff("serve", "--auto-create", opt_get(opts, nopts, "--auto-create"), true,
+               &auto_create))
         return 2;
+    const char *data = opt_get(opts, nopts, "--data");
+    if (!data)
+        data = "./data";
     const char *host = opt_get(opts, nopts, "--host");
     if (!host)
         host = "127.0.0.1";
@@ -195,10 +242,32 @@ static int serve(int argc, char **argv)
     /* A client that goes away mid-write must not kill the server. */
     signal(SIGPIPE, SIG_IGN);
 
+    /* The store first: nothing may run that cannot write its state. Its
+     * writer thread inherits the blocked stop signals. */
+    store_t *store = NULL;
+    store_config_t scfg = {.data_dir = data, .schema = &room_state_schema};
+    int rc = store_open(&scfg, &store);
+    if (rc != STORE_OK) {
+        fprintf(stderr, "roost: cannot open the store in %s: %s\n", data, store_strerror(rc));
+        free(dev_secret);
+        free(dev_key);
+        return 1;
+    }
+    room_configure(&(room_config_t){
+        .publisher = web_room_publisher,
+        .reconnect_grace_ms = (int)(grace * 1000),
+        .empty_timeout_ms = (int)(empty * 1000),
+        .auto_create = auto_create,
+        .store = store,
+    });
+
     rt_config_t rcfg = {.schedulers = (unsigned)schedulers};
-    int rc = rt_runtime_start(&rcfg);
+    rc = rt_runtime_start(&rcfg);
     if (rc != RT_OK) {
         fprintf(stderr, "roost: cannot start the runtime: %s\n", rt_strerror(rc));
+        store_close(store);
+        free(dev_secret);
+        free(dev_key);
         return 1;
     }
 
@@ -214,22 +283,33 @@ static int serve(int argc, char **argv)
     web_endpoint_t *ep = web_endpoint_new(&ecfg);
     free(dev_secret);
     free(dev_key);
-    if (!ep) {
+    if (!ep || web_endpoint_add_handler(ep, &web_room_channel) != WEB_OK) {
         fprintf(stderr, "roost: out of memory\n");
         rt_runtime_stop();
+        store_close(store);
+        web_endpoint_free(ep);
         return 1;
     }
 
-    rt_child_spec_t children[] = {{
-        .id = "endpoint",
-        .behaviour = &web_endpoint_behaviour,
-        .arg = ep,
-        .restart = RT_PERMANENT,
-        /* Its terminate drains the connections: give it the time. */
-        .shutdown_ms = ecfg.drain_timeout_ms + 5000,
-    }};
+    rt_child_spec_t children[] = {
+        {.id = "store", .behaviour = &store_server, .arg = store, .restart = RT_PERMANENT,
+         .shutdown_ms = 5000, .name = "store"},
+        {.id = "history", .behaviour = &history_server, .restart = RT_PERMANENT,
+         .shutdown_ms = 5000, .name = HISTORY_NAME},
+        {.id = "rooms", .behaviour = &rt_sup_behaviour, .arg = (void *)room_rooms_spec(),
+         .restart = RT_PERMANENT, .is_supervisor = true, .name = ROOM_ROOMS_NAME},
+        /* After rooms: stopped before it, so it never takes the rooms'
+         * shutdown for rooms that gave up (domain/room.h). */
+        {.id = "room_dir", .behaviour = &room_directory, .restart = RT_PERMANENT,
+         .shutdown_ms = 5000, .name = ROOM_DIR_NAME},
+        {.id = "endpoint", .behaviour = &web_endpoint_behaviour, .arg = ep,
+         .restart = RT_PERMANENT,
+         /* Its terminate drains the connections: give it the time. */
+         .shutdown_ms = ecfg.drain_timeout_ms + 5000},
+    };
     rt_sup_spec_t root = {.strategy = RT_ONE_FOR_ONE, .intensity = 3, .period_ms = 5000,
-                          .children = children, .nchildren = 1};
+                          .children = children,
+                          .nchildren = sizeof children / sizeof children[0]};
     rt_pid_t sup;
     rt_reason_t *why = NULL;
     rc = rt_sup_start_sync(&root, &sup, &why);
@@ -251,6 +331,7 @@ static int serve(int argc, char **argv)
     }
     if (rc != RT_OK) {
         rt_runtime_stop();
+        store_close(store);
         web_endpoint_free(ep);
         return 1;
     }
@@ -266,14 +347,20 @@ static int serve(int argc, char **argv)
         if (!rt_is_alive(sup)) {
             fprintf(stderr, "roost: the root supervisor stopped; exiting\n");
             rt_runtime_stop();
+            store_close(store);
             web_endpoint_free(ep);
             return 1;
         }
     }
+    /* Graceful shutdown (design §4): stop accepting and close the
+     * WebSockets in batches with 1012 (rooms keep taking the changes
+     * this causes), stop the tree (rooms, history), then close the
+     * store, which commits everything still queued before it returns. */
     fprintf(stderr, "roost: %s, draining\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
     web_endpoint_drain(ep);
     rt_sup_stop_sync(sup, ecfg.drain_timeout_ms + 10000);
     rt_runtime_stop();
+    store_close(store);
     web_endpoint_free(ep);
     fprintf(stderr, "roost: stopped\n");
     return 0;

@@ -19,6 +19,7 @@
 #include "net/ws.h"
 #include "web/channel.h"
 #include "web/jwt.h"
+#include "web/room_web.h"
 
 /* ---- responses ---------------------------------------------------------------- */
 
@@ -265,6 +266,7 @@ static void metrics(const net_server_t *srv, web_api_response_t *res)
     metric(&b, "roost_messages_total", "counter", "Runtime messages sent.", rs.messages);
     metric(&b, "roost_messages_dropped_total", "counter", "Messages to dead processes.",
            rs.dropped);
+    web_api_rooms_metrics(&b); /* rooms, history, store */
     res->status = 200;
     res->content_type = "text/plain; version=0.0.4";
     set_headers(res, NULL);
@@ -383,6 +385,9 @@ int web_api_handle(const web_api_t *api, const net_server_t *srv,
             web_api_error(res, 401, "unauthorized", why, "WWW-Authenticate: Bearer\r\n");
             return WEB_API_DONE;
         }
+        int rooms_rc; /* /api/rooms..., /api/calls: web/api_rooms.c */
+        if (web_api_rooms_route(api, req, res, &rooms_rc))
+            return rooms_rc;
         if (path_is(req, "/api/tokens")) {
             if (method_ok(req, "POST", res))
                 tokens(api, req, res);

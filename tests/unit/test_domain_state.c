@@ -1,0 +1,218 @@
+/*
+ * test_domain_state.c — the room state JSON (src/domain/state.h) as pure
+ * functions: the shape of a new room, joins and max_participants, status
+ * merges (shallow, bounded, never half-applied), waiting/active/ended and
+ * started_at, version bumps, the stored form with "seen" and its split,
+ * and the migration of a version-1 state. No runtime, no store.
+ */
+#include <criterion/criterion.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "domain/room.h"
+#include "domain/state.h"
+
+static json_t *part(json_t *st, const char *u)
+{
+    return room_state_participant(st, u);
+}
+
+Test(domain_state, new_room_has_the_design_shape)
+{
+    json_t *st = room_state_new("r1", 1700000000000, 0, 300);
+    cr_assert_not_null(st);
+    cr_assert_eq(room_state_check(st), ROOM_OK);
+    cr_assert_str_eq(room_state_id(st), "r1");
+    cr_assert_str_eq(room_state_status(st), "waiting");
+    cr_assert_eq(room_state_version(st), 1);
+    cr_assert_eq(room_state_int(st, "created_at"), 1700000000000);
+    cr_assert_eq(room_state_int(st, "max_participants"), 0);
+    cr_assert_eq(room_state_int(st, "viewers"), 0);
+    cr_assert(json_is_null(json_object_get(st, "started_at")));
+    cr_assert(json_is_object(json_object_get(st, "participants")));
+    cr_assert_eq(room_state_count(st), 0);
+    json_decref(st);
+}
+
+Test(domain_state, add_respects_max_participants_and_records_seen)
+{
+    json_t *st = room_state_new("r", 1, 2, 300), *seen = json_object();
+    cr_assert_eq(room_state_add(st, seen, "alice", 10), ROOM_OK);
+    cr_assert_eq(room_state_add(st, seen, "bob", 11), ROOM_OK);
+    cr_assert_eq(room_state_add(st, seen, "carol", 12), ROOM_EFULL);
+    cr_assert_null(part(st, "carol"), "a refused join leaves no entry");
+    cr_assert_null(json_object_get(seen, "carol"));
+    json_t *a = part(st, "alice");
+    cr_assert(json_is_true(json_object_get(a, "connected")));
+    cr_assert_eq(json_integer_value(json_object_get(a, "joined_at")), 10);
+    cr_assert_eq(json_object_size(json_object_get(a, "status")), 0);
+    cr_assert_eq(json_object_size(seen), 2);
+    /* Leaving frees the seat; seen remembers. */
+    cr_assert_eq(room_state_remove(st, "alice"), ROOM_OK);
+    cr_assert_eq(room_state_remove(st, "alice"), ROOM_ENOTFOUND);
+    cr_assert_eq(room_state_add(st, seen, "carol", 13), ROOM_OK);
+    cr_assert_eq(json_object_size(seen), 3);
+    json_decref(st);
+    json_decref(seen);
+}
+
+Test(domain_state, status_merge_is_shallow_and_bounded)
+{
+    json_t *st = room_state_new("r", 1, 0, 300);
+    cr_assert_eq(room_state_add(st, NULL, "alice", 1), ROOM_OK);
+    json_t *p1 = json_pack("{sb}", "muted", 1), *p2 = json_pack("{ss}", "camera", "off"),
+           *p3 = json_pack("{sbs{si}}", "muted", 0, "video", "w", 640);
+    cr_assert_eq(room_state_merge_status(st, "alice", p1), ROOM_OK);
+    cr_assert_eq(room_state_merge_status(st, "alice", p2), ROOM_OK);
+    cr_assert_eq(room_state_merge_status(st, "alice", p3), ROOM_OK);
+    json_t *want = json_pack("{sbsss{si}}", "muted", 0, "camera", "off", "video", "w", 640);
+    cr_assert(json_equal(json_object_get(part(st, "alice"), "status"), want));
+    cr_assert_eq(room_state_merge_status(st, "bob", p1), ROOM_ENOTMEMBER);
+    json_t *arr = json_array();
+    cr_assert_eq(room_state_merge_status(st, "alice", arr), ROOM_EINVAL);
+
+    /* Too large: refused, and the status is exactly as before. */
+    char *big = malloc(ROOM_STATUS_MAX + 1);
+    memset(big, 'x', ROOM_STATUS_MAX);
+    big[ROOM_STATUS_MAX] = '\0';
+    json_t *p4 = json_pack("{ss}", "blob", big);
+    cr_assert_eq(room_state_merge_status(st, "alice", p4), ROOM_ETOOLARGE);
+    cr_assert(json_equal(json_object_get(part(st, "alice"), "status"), want));
+    free(big);
+    json_decref(p1);
+    json_decref(p2);
+    json_decref(p3);
+    json_decref(p4);
+    json_decref(arr);
+    json_decref(want);
+    json_decref(st);
+}
+
+Test(domain_state, settle_waiting_active_ended_and_started_at)
+{
+    json_t *st = room_state_new("r", 1, 0, 300);
+    cr_assert_not(room_state_settle(st, 1, 100));
+    cr_assert_str_eq(room_state_status(st), "waiting");
+    cr_assert(json_is_null(json_object_get(st, "started_at")));
+    cr_assert(room_state_settle(st, 2, 200));
+    cr_assert_str_eq(room_state_status(st), "active");
+    cr_assert_eq(room_state_int(st, "started_at"), 200);
+    cr_assert(room_state_settle(st, 1, 300));
+    cr_assert_str_eq(room_state_status(st), "waiting");
+    cr_assert(room_state_settle(st, 3, 400));
+    cr_assert_eq(room_state_int(st, "started_at"), 200, "started_at is the first time only");
+    room_state_end(st);
+    cr_assert(room_state_ended(st));
+    cr_assert_not(room_state_settle(st, 0, 500), "ended stays ended");
+    cr_assert_str_eq(room_state_status(st), "ended");
+    json_decref(st);
+}
+
+Test(domain_state, version_grows_by_one_per_bump)
+{
+    json_t *st = room_state_new("r", 1, 0, 300);
+    for (int i = 0; i < 10; i++)
+        room_state_bump(st);
+    cr_assert_eq(room_state_version(st), 11);
+    json_decref(st);
+}
+
+Test(domain_state, stored_form_carries_seen_and_splits_back)
+{
+    json_t *st = room_state_new("r", 1, 0, 300), *seen = json_object();
+    room_state_add(st, seen, "alice", 5);
+    room_state_add(st, seen, "bob", 6);
+    room_state_remove(st, "bob");
+    rt_buf_t *pub = NULL, *stored = NULL;
+    cr_assert_eq(room_state_dump(st, seen, &pub, &stored), ROOM_OK);
+    json_t *p = json_loadb(pub->data, pub->len, 0, NULL);
+    json_t *s = json_loadb(stored->data, stored->len, 0, NULL);
+    cr_assert_not_null(p);
+    cr_assert_not_null(s, "the stored form is valid JSON: %s", stored->data);
+    cr_assert_null(json_object_get(p, "seen"), "the public form has no seen");
+    cr_assert(json_equal(json_object_get(s, "seen"), seen));
+    json_t *seen2 = NULL;
+    cr_assert_eq(room_state_split_seen(s, &seen2), ROOM_OK);
+    cr_assert(json_equal(s, p), "stored minus seen is the public form");
+    cr_assert(json_equal(seen2, seen));
+    char *arr = room_state_seen_array(seen2);
+    cr_assert_str_eq(arr, "[\"alice\",\"bob\"]");
+    free(arr);
+    rt_buf_release(pub);
+    rt_buf_release(stored);
+    json_decref(p);
+    json_decref(s);
+    json_decref(seen);
+    json_decref(seen2);
+    json_decref(st);
+}
+
+Test(domain_state, version_1_state_migrates_to_the_current_schema)
+{
+    json_t *v1 = json_loads(
+        "{\"id\":\"old\",\"status\":\"active\",\"version\":41,\"created_at\":1000,"
+        "\"participants\":[{\"user\":\"alice\",\"connected\":true,\"joined_at\":1001,"
+        "\"status\":{\"muted\":true}},{\"user\":\"bob\",\"connected\":false,"
+        "\"joined_at\":1002,\"status\":{}}]}",
+        0, NULL);
+    cr_assert_not_null(v1);
+    json_t *v2 = room_state_migrate(v1, 1);
+    cr_assert_not_null(v2);
+    cr_assert_eq(room_state_check(v2), ROOM_OK);
+    cr_assert_eq(room_state_version(v2), 41, "the room's version is kept");
+    cr_assert_str_eq(room_state_status(v2), "active");
+    cr_assert_eq(room_state_count(v2), 2);
+    cr_assert(json_is_true(json_object_get(part(v2, "alice"), "connected")));
+    cr_assert(json_is_true(json_object_get(json_object_get(part(v2, "alice"), "status"), "muted")));
+    cr_assert(json_is_false(json_object_get(part(v2, "bob"), "connected")));
+    cr_assert_eq(room_state_int(v2, "max_participants"), 0);
+    cr_assert_eq(room_state_int(v2, "started_at"), 1000, "an active v1 room started at creation");
+    json_t *seen = NULL;
+    cr_assert_eq(room_state_split_seen(v2, &seen), ROOM_OK);
+    cr_assert_eq(json_object_size(seen), 2);
+    json_decref(seen);
+    json_decref(v2);
+
+    /* Unreadable states fail instead of being misread. */
+    cr_assert_null(room_state_migrate(json_loads("{\"participants\":5}", 0, NULL), 1));
+    cr_assert_null(room_state_migrate(json_loads("[]", 0, NULL), 1));
+    cr_assert_null(room_state_migrate(json_loads("{\"id\":\"x\"}", 0, NULL), 0));
+}
+
+Test(domain_state, check_refuses_malformed_states)
+{
+    const char *bad[] = {
+        "{}",
+        "{\"id\":\"r\",\"status\":\"gone\",\"version\":1,\"created_at\":1,\"max_participants\":0,"
+        "\"empty_timeout\":1,\"participants\":{}}",
+        "{\"id\":\"r\",\"status\":\"waiting\",\"version\":1,\"created_at\":1,"
+        "\"max_participants\":0,\"empty_timeout\":1,\"participants\":{\"a\":{\"connected\":1}}}",
+        "{\"id\":\"\",\"status\":\"waiting\",\"version\":1,\"created_at\":1,"
+        "\"max_participants\":0,\"empty_timeout\":1,\"participants\":{}}",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        json_t *j = json_loads(bad[i], 0, NULL);
+        cr_assert_not_null(j);
+        cr_assert_eq(room_state_check(j), ROOM_EINVAL, "accepted: %s", bad[i]);
+        json_decref(j);
+    }
+}
+
+Test(domain_state, ids)
+{
+    cr_assert(room_id_valid("r1", 2));
+    cr_assert(room_id_valid("caf\xc3\xa9", 5));
+    cr_assert_not(room_id_valid("", 0));
+    cr_assert_not(room_id_valid("a\nb", 3));
+    cr_assert_not(room_id_valid("\xc3", 1));
+    cr_assert_not(room_id_valid("\xed\xa0\x80", 3), "surrogates are not UTF-8");
+    char big[ROOM_ID_MAX + 2];
+    memset(big, 'a', sizeof big);
+    cr_assert(room_id_valid(big, ROOM_ID_MAX));
+    cr_assert_not(room_id_valid(big, ROOM_ID_MAX + 1));
+    char topic[16];
+    cr_assert(room_topic("abc", topic, sizeof topic));
+    cr_assert_str_eq(topic, "room:abc");
+    cr_assert_not(room_topic("a-very-long-id", topic, sizeof topic));
+}
