@@ -1,0 +1,1441 @@
+/*
+ * rooms_bench.c — benchmarks of roost's rooms (design §1 "Let it fail",
+ * "Durable backups"; §4; §5) against a running server, through its
+ * public interfaces only: the REST API and Phoenix V2 WebSockets
+ * (bench/phx_client.h), everything on one epoll loop, no threads.
+ *
+ * Usage:
+ *   rooms_bench --scenario churn|crash|durable|restart --port P --secret S --api-key K [options]
+ *
+ * Scenarios
+ *   churn    --rooms N (2000) rooms run through --concurrency C (32) at
+ *            once: each is created (POST /api/rooms), joined by two
+ *            members, gets --statuses (10) acknowledged status changes
+ *            (the members in turn) and is ended (DELETE; both members see
+ *            phx_close). Reports rooms/s and the time per room.
+ *   crash    --rooms N (10000) live rooms created through REST; the first
+ *            --crash K (1000) get a member each (100 channels per
+ *            socket) whose acknowledged status {"v": i} is the state to
+ *            find again. Then K POST /api/rooms/:id/crash requests go out
+ *            at once (--http-conns connections, pipelined); each member
+ *            rejoins as soon as it sees phx_error. Reports the time until
+ *            every crash was accepted, every phx_error seen, and every
+ *            room rejoined with its state (from the first crash request).
+ *   durable  --rooms N (1000) rooms, one member each, on --sockets S
+ *            (100) connections. Closed loop: each member keeps one status
+ *            push in flight, for --warmup-s (1) then --duration-s (5):
+ *            the most acknowledged status changes/s. Then open loop:
+ *            --rate R (20000; 0 skips it) pushes/s in all, spread evenly
+ *            over the rooms and sent on schedule: the acknowledgement
+ *            latency (p50/p99/max) at that load (RESULT workload
+ *            rooms_durable_rate).
+ *   restart  --rooms N (10000) rooms created through REST, --with-status
+ *            M (1000) of them with an acknowledged status; then kill -9
+ *            of --server-pid, and the bench starts --roost serve again on
+ *            the same --port and --data (log in <data>/restart.log).
+ *            Reports the time from the exec until /healthz answers, until
+ *            a sample of 100 rooms answers GET /api/rooms/:id (statuses
+ *            checked), and until GET /api/rooms lists all N. It stops the
+ *            server it started (SIGTERM, then SIGKILL after 30 s).
+ *
+ * Options: --host H (127.0.0.1), --http-conns H (32, REST connections),
+ * --timeout-s T (180: the whole run gives up after T s), --tag T (room
+ * id prefix, default from the pid).
+ *
+ * Output: a table, then one line
+ *   RESULT {"workloads": {"rooms_<scenario>": {"<metric>": {"median": v, "runs": [v]}}}}
+ * (one run). Every loop is bounded by counts and the deadline. Exit
+ * status 0 when the scenario completed without a failure (an error
+ * reply, a lost state, a timeout), 1 otherwise, 2 on bad usage. Run with
+ * no argument it prints its usage and exits 0. Targets (docs, never
+ * checked here): durable >= 20,000 acks/s with p99 <= 10 ms; 1,000
+ * crashes restored within 100 ms; restart with 10,000 rooms serving
+ * within 2 s.
+ */
+#include <getopt.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include "phx_client.h"
+
+/* ---- Options ------------------------------------------------------------ */
+
+typedef enum { SC_CHURN, SC_CRASH, SC_DURABLE, SC_RESTART } scenario_t;
+static const char *const scenario_names[] = {"churn", "crash", "durable", "restart"};
+
+static struct {
+    scenario_t scenario;
+    const char *host;
+    int port;
+    const char *secret;
+    const char *api_key;
+    long rooms;
+    long crash;
+    int concurrency;
+    int sockets;
+    int statuses;
+    int http_conns;
+    double duration_s;
+    double warmup_s;
+    double rate;
+    long with_status;
+    const char *roost;
+    const char *data;
+    long server_pid;
+    int timeout_s;
+    char tag[32];
+} opt = {
+    .host = "127.0.0.1",
+    .rooms = -1,
+    .crash = 1000,
+    .concurrency = 32,
+    .sockets = 100,
+    .statuses = 10,
+    .http_conns = 32,
+    .duration_s = 5,
+    .warmup_s = 1,
+    .rate = 20000,
+    .with_status = 1000,
+    .timeout_s = 180,
+};
+
+static pc_loop_t L;
+static uint64_t deadline_ns;
+static volatile sig_atomic_t interrupted;
+static long failures;
+
+static void on_sigint(int sig)
+{
+    (void)sig;
+    interrupted = 1;
+}
+
+static bool expired(void)
+{
+    return interrupted || pc_now_ns() > deadline_ns;
+}
+
+static void fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void fail(const char *fmt, ...)
+{
+    failures++;
+    if (failures > 10)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "rooms_bench: ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+    if (failures == 10)
+        fprintf(stderr, "rooms_bench: (further failures not shown)\n");
+}
+
+static void *xcalloc(size_t n, size_t size)
+{
+    void *p = calloc(n ? n : 1, size);
+    if (!p) {
+        fprintf(stderr, "rooms_bench: out of memory\n");
+        exit(1);
+    }
+    return p;
+}
+
+static void room_id(long i, char *out, size_t cap)
+{
+    snprintf(out, cap, "%s-%s-%ld", opt.tag, scenario_names[opt.scenario], i);
+}
+
+/* ---- Report --------------------------------------------------------------- */
+
+typedef struct metric {
+    const char *name;
+    double value;
+} metric_t;
+
+static void report_as(const char *workload, const char *title, const metric_t *m, int n)
+{
+    printf("\n%s\n", title);
+    printf("  %-28s %14s\n", "metric", "value");
+    for (int i = 0; i < n; i++)
+        printf("  %-28s %14.3f\n", m[i].name, m[i].value);
+    printf("RESULT {\"workloads\": {\"%s\": {", workload);
+    for (int i = 0; i < n; i++)
+        printf("%s\"%s\": {\"median\": %.3f, \"runs\": [%.3f]}", i ? ", " : "", m[i].name,
+               m[i].value, m[i].value);
+    printf("}}}\n");
+    fflush(stdout);
+}
+
+static void report(const char *title, const metric_t *m, int n)
+{
+    char w[64];
+    snprintf(w, sizeof w, "rooms_%s", scenario_names[opt.scenario]);
+    report_as(w, title, m, n);
+}
+
+/* ---- REST in bulk ----------------------------------------------------------- */
+
+/* Builds request i: method, path, body ("" for none). */
+typedef void (*rest_make_fn)(long i, const char **method, char *path, size_t pcap, char *body,
+                             size_t bcap);
+
+static struct {
+    long n, next, done, failed;
+    int lo, hi; /* accepted statuses */
+    rest_make_fn make;
+    uint64_t *sent;
+    pc_samples_t lat;
+    uint64_t last_done_ns;
+    int depth;
+    pc_conn_t **conns;
+    int nconns;
+} rb;
+
+static void rest_send_next(pc_conn_t *c);
+
+static void rest_answer(pc_conn_t *c, void *ctx, int status, const char *body, size_t len)
+{
+    long i = (long)(intptr_t)ctx;
+    uint64_t now = pc_now_ns();
+    rb.done++;
+    rb.last_done_ns = now;
+    pc_samples_add(&rb.lat, now - rb.sent[i]);
+    if (status < rb.lo || status > rb.hi) {
+        rb.failed++;
+        fail("REST request %ld answered %d: %.*s", i, status, (int)(len > 200 ? 200 : len),
+             body ? body : "");
+    }
+    if (status > 0 && !c->dead)
+        rest_send_next(c);
+}
+
+static void rest_send_next(pc_conn_t *c)
+{
+    while (rb.next < rb.n && pc_http_pending(c) < (size_t)rb.depth && !c->dead) {
+        long i = rb.next++;
+        const char *method = "GET";
+        char path[512], body[1024];
+        body[0] = '\0';
+        rb.make(i, &method, path, sizeof path, body, sizeof body);
+        rb.sent[i] = pc_now_ns();
+        pc_http_request(c, method, path, opt.api_key, body[0] ? body : NULL, rest_answer,
+                        (void *)(intptr_t)i);
+    }
+}
+
+/* Runs requests 0..n-1 over nconns connections, depth in flight on each.
+ * Returns the number that failed (a status outside [lo, hi], a dropped
+ * connection, or not done by the deadline). *elapsed_ns is from the first
+ * send to the last answer. */
+static long rest_many(long n, rest_make_fn make, int lo, int hi, int nconns, int depth,
+                      uint64_t *elapsed_ns, pc_samples_t *lat_out)
+{
+    memset(&rb, 0, sizeof rb);
+    rb.n = n;
+    rb.lo = lo;
+    rb.hi = hi;
+    rb.make = make;
+    rb.depth = depth;
+    rb.sent = xcalloc((size_t)n, sizeof *rb.sent);
+    rb.nconns = nconns;
+    rb.conns = xcalloc((size_t)nconns, sizeof *rb.conns);
+    uint64_t t0 = pc_now_ns();
+    rb.last_done_ns = t0;
+    for (int k = 0; k < nconns; k++) {
+        rb.conns[k] = pc_http_connect(&L);
+        rest_send_next(rb.conns[k]);
+    }
+    while (rb.done < rb.n && !expired()) {
+        pc_loop_run(&L, 10);
+        /* A connection that dropped: its requests were answered -1; go on
+         * with a new one. */
+        for (int k = 0; k < nconns; k++) {
+            if (rb.conns[k]->dead && rb.next < rb.n) {
+                rb.conns[k] = pc_http_connect(&L);
+                rest_send_next(rb.conns[k]);
+            }
+        }
+    }
+    if (rb.done < rb.n)
+        fail("REST: %ld of %ld requests unanswered at the deadline", rb.n - rb.done, rb.n);
+    for (int k = 0; k < nconns; k++)
+        if (!rb.conns[k]->dead)
+            pc_conn_close(rb.conns[k], 0);
+    pc_loop_run(&L, 0);
+    if (elapsed_ns)
+        *elapsed_ns = rb.last_done_ns - t0;
+    if (lat_out)
+        *lat_out = rb.lat;
+    else
+        pc_samples_free(&rb.lat);
+    free(rb.sent);
+    free(rb.conns);
+    return rb.failed + (rb.n - rb.done);
+}
+
+static void make_create(long i, const char **method, char *path, size_t pcap, char *body,
+                        size_t bcap)
+{
+    char id[128];
+    room_id(i, id, sizeof id);
+    *method = "POST";
+    snprintf(path, pcap, "/api/rooms");
+    snprintf(body, bcap, "{\"id\":\"%s\"}", id);
+}
+
+static void make_crash(long i, const char **method, char *path, size_t pcap, char *body,
+                       size_t bcap)
+{
+    char id[128];
+    room_id(i, id, sizeof id);
+    *method = "POST";
+    snprintf(path, pcap, "/api/rooms/%s/crash", id);
+    snprintf(body, bcap, "{\"reason\":\"bench\"}");
+}
+
+/* Creates rooms 0..n-1; returns false (after reporting) on a failure. */
+static bool create_rooms(long n, double *rate)
+{
+    uint64_t el = 0;
+    long bad = rest_many(n, make_create, 201, 201, opt.http_conns, 4, &el, NULL);
+    if (rate)
+        *rate = el ? (double)n / ((double)el / 1e9) : 0;
+    printf("  created %ld rooms in %.3f s (%ld failed)\n", n, (double)el / 1e9, bad);
+    fflush(stdout);
+    return bad == 0;
+}
+
+/* A blocking request on a fresh connection; returns the status (-1 when
+ * the connection failed) and copies the body (NUL-terminated, truncated
+ * to cap) into out if given. */
+static struct {
+    bool done;
+    int status;
+    char *out;
+    size_t cap;
+} sync_req;
+
+static void sync_answer(pc_conn_t *c, void *ctx, int status, const char *body, size_t len)
+{
+    (void)c;
+    (void)ctx;
+    sync_req.done = true;
+    sync_req.status = status;
+    if (sync_req.out && sync_req.cap) {
+        size_t n = len < sync_req.cap - 1 ? len : sync_req.cap - 1;
+        if (body && n)
+            memcpy(sync_req.out, body, n);
+        sync_req.out[n] = '\0';
+    }
+}
+
+static int http_sync(const char *method, const char *path, const char *body, char *out,
+                     size_t cap, int timeout_ms)
+{
+    pc_conn_t *c = pc_http_connect(&L);
+    sync_req.done = false;
+    sync_req.status = -1;
+    sync_req.out = out;
+    sync_req.cap = cap;
+    pc_http_request(c, method, path, opt.api_key, body, sync_answer, NULL);
+    uint64_t end = pc_now_ns() + (uint64_t)timeout_ms * 1000000u;
+    while (!sync_req.done && pc_now_ns() < end && !interrupted)
+        pc_loop_run(&L, 5);
+    if (!c->dead)
+        pc_conn_close(c, 0);
+    pc_loop_run(&L, 0);
+    return sync_req.done ? sync_req.status : -1;
+}
+
+/* ---- Members: sockets and channels ----------------------------------------- */
+
+typedef enum { CH_IDLE, CH_JOINING, CH_JOINED, CH_ERRORED, CH_CLOSED } chan_state_t;
+
+typedef struct chan {
+    long id;         /* index in chans[] */
+    long room;       /* room index */
+    int sock;        /* index in socks[] */
+    char topic[160];
+    chan_state_t state;
+    unsigned serial; /* last ref sent */
+    char join_ref[32];
+    char pending[32];  /* ref of the push awaiting a reply ("" none) */
+    uint64_t sent_ns;  /* when it was sent */
+    long n;            /* scenario counter */
+    long value;        /* scenario value */
+    int attempts;
+    bool flag;
+} chan_t;
+
+typedef struct sock {
+    pc_conn_t *c;
+    char user[64];
+    bool open;
+    long *chans; /* channel ids on it */
+    int nchans, cap;
+} sock_t;
+
+static chan_t *chans;
+static long nchans;
+static sock_t *socks;
+static int nsocks;
+static long socks_open;
+
+/* The scenario's handler of a message for a channel (ch may be NULL). */
+static void (*on_chan_msg)(chan_t *ch, pc_msg_t *m);
+static void (*on_sock_close)(sock_t *s);
+
+static chan_t *chan_of_ref(const char *ref)
+{
+    if (!ref)
+        return NULL;
+    char *end;
+    long id = strtol(ref, &end, 10);
+    if (end == ref || *end != '.' || id < 0 || id >= nchans)
+        return NULL;
+    return &chans[id];
+}
+
+static void sock_text(pc_conn_t *c, const char *text, size_t len)
+{
+    sock_t *s = &socks[c->idx];
+    /* No scenario reads announcements: skip them unparsed (the event is
+     * the 4th element, before the payload, so within the first bytes). */
+    size_t head = len < 320 ? len : 320;
+    if (memmem(text, head, ",\"room_status\",", 15) || memmem(text, head, ",\"presence_diff\",", 17) ||
+        memmem(text, head, ",\"presence_state\",", 18))
+        return;
+    pc_msg_t m;
+    if (!pc_msg_parse(text, len, &m)) {
+        fail("%s: a message that is not a Phoenix V2 array: %.*s", s->user, (int)(len > 200 ? 200 : len), text);
+        return;
+    }
+    chan_t *ch = NULL;
+    if (strcmp(m.event, "phx_reply") == 0)
+        ch = chan_of_ref(m.ref);
+    if (!ch)
+        ch = chan_of_ref(m.join_ref);
+    if (!ch) {
+        for (int i = 0; i < s->nchans; i++) {
+            chan_t *x = &chans[s->chans[i]];
+            if (strcmp(x->topic, m.topic) == 0) {
+                ch = x;
+                break;
+            }
+        }
+    }
+    if (ch && ch->sock != (int)c->idx)
+        ch = NULL;
+    on_chan_msg(ch, &m);
+    pc_msg_free(&m);
+}
+
+static void sock_event(pc_conn_t *c, pc_event_t ev)
+{
+    sock_t *s = &socks[c->idx];
+    if (ev == PC_EV_OPEN) {
+        s->open = true;
+        socks_open++;
+    } else {
+        if (s->open)
+            socks_open--;
+        s->open = false;
+        if (on_sock_close)
+            on_sock_close(s);
+    }
+}
+
+static void socks_init(int n, const char *prefix)
+{
+    nsocks = n;
+    socks = xcalloc((size_t)n, sizeof *socks);
+    for (int i = 0; i < n; i++)
+        snprintf(socks[i].user, sizeof socks[i].user, "%s-%s-%d", opt.tag, prefix, i);
+}
+
+static void chans_init(long n)
+{
+    nchans = n;
+    chans = xcalloc((size_t)n, sizeof *chans);
+    for (long i = 0; i < n; i++)
+        chans[i].id = i;
+}
+
+static void chan_attach(long id, int sock, long room)
+{
+    chan_t *ch = &chans[id];
+    ch->sock = sock;
+    ch->room = room;
+    char rid[128];
+    room_id(room, rid, sizeof rid);
+    snprintf(ch->topic, sizeof ch->topic, "room:%s", rid);
+    sock_t *s = &socks[sock];
+    if (s->nchans == s->cap) {
+        s->cap = s->cap ? s->cap * 2 : 8;
+        long *p = realloc(s->chans, (size_t)s->cap * sizeof *p);
+        if (!p) {
+            fprintf(stderr, "rooms_bench: out of memory\n");
+            exit(1);
+        }
+        s->chans = p;
+    }
+    s->chans[s->nchans++] = id;
+}
+
+/* Opens every socket and waits until all are up. */
+static bool socks_connect(void)
+{
+    socks_open = 0;
+    for (int i = 0; i < nsocks; i++) {
+        char *tok = pc_mint(opt.secret, socks[i].user, "*", 3600);
+        socks[i].c = pc_ws_connect(&L, tok, sock_text, sock_event, NULL, i);
+        free(tok);
+    }
+    while (socks_open < nsocks) {
+        if (expired()) {
+            fail("only %ld of %d WebSockets opened", socks_open, nsocks);
+            return false;
+        }
+        pc_loop_run(&L, 10);
+        for (int i = 0; i < nsocks; i++) {
+            if (socks[i].c->dead && !socks[i].open) {
+                fail("WebSocket %d refused or dropped (close %d)", i, socks[i].c->close_code);
+                return false;
+            }
+        }
+    }
+    return true;
+}
+
+static void socks_close(void)
+{
+    for (int i = 0; i < nsocks; i++)
+        if (socks[i].c && !socks[i].c->dead)
+            pc_ws_close(socks[i].c, 1000);
+    pc_loop_run(&L, 0);
+    for (int i = 0; i < nsocks; i++)
+        free(socks[i].chans);
+    free(socks);
+    socks = NULL;
+    nsocks = 0;
+}
+
+static void next_ref(chan_t *ch, char *out, size_t cap)
+{
+    ch->serial++;
+    snprintf(out, cap, "%ld.%u", ch->id, ch->serial);
+}
+
+static void chan_join(chan_t *ch, const char *payload)
+{
+    next_ref(ch, ch->join_ref, sizeof ch->join_ref);
+    snprintf(ch->pending, sizeof ch->pending, "%s", ch->join_ref);
+    ch->state = CH_JOINING;
+    ch->sent_ns = pc_now_ns();
+    pc_phx_send(socks[ch->sock].c, ch->join_ref, ch->join_ref, ch->topic, "phx_join",
+                payload ? payload : "{}");
+}
+
+static void chan_push(chan_t *ch, const char *event, const char *payload)
+{
+    next_ref(ch, ch->pending, sizeof ch->pending);
+    ch->sent_ns = pc_now_ns();
+    pc_phx_send(socks[ch->sock].c, ch->join_ref, ch->pending, ch->topic, event, payload);
+}
+
+/* True if m answers ch's pending push (and clears it). */
+static bool is_reply(chan_t *ch, const pc_msg_t *m)
+{
+    if (!ch || strcmp(m->event, "phx_reply") != 0 || !m->ref || strcmp(m->ref, ch->pending) != 0)
+        return false;
+    ch->pending[0] = '\0';
+    return true;
+}
+
+static const char *reply_reason(const pc_msg_t *m)
+{
+    const char *r = json_string_value(json_object_get(json_object_get(m->payload, "response"), "reason"));
+    return r ? r : "?";
+}
+
+/* Joins every channel (in order) and waits for every reply ok. */
+static long joins_ok;
+static void join_all_msg(chan_t *ch, pc_msg_t *m)
+{
+    if (is_reply(ch, m)) {
+        if (pc_reply_ok(m)) {
+            ch->state = CH_JOINED;
+            joins_ok++;
+        } else {
+            ch->state = CH_ERRORED;
+            fail("join of %s refused: %s", ch->topic, reply_reason(m));
+        }
+    }
+}
+
+static bool join_all(void)
+{
+    on_chan_msg = join_all_msg;
+    joins_ok = 0;
+    long before = failures;
+    for (long i = 0; i < nchans; i++)
+        chan_join(&chans[i], NULL);
+    while (joins_ok < nchans && failures == before) {
+        if (expired()) {
+            fail("%ld of %ld joins answered ok", joins_ok, nchans);
+            return false;
+        }
+        pc_loop_run(&L, 10);
+    }
+    return failures == before;
+}
+
+/* Every channel pushes status {"v": <value>} once; waits for every ack. */
+static long acks_ok;
+static void status_once_msg(chan_t *ch, pc_msg_t *m)
+{
+    if (is_reply(ch, m)) {
+        if (pc_reply_ok(m))
+            acks_ok++;
+        else
+            fail("status on %s refused: %s", ch->topic, reply_reason(m));
+    }
+}
+
+static bool status_all(void)
+{
+    on_chan_msg = status_once_msg;
+    acks_ok = 0;
+    long before = failures;
+    char payload[64];
+    for (long i = 0; i < nchans; i++) {
+        snprintf(payload, sizeof payload, "{\"v\":%ld}", chans[i].value);
+        chan_push(&chans[i], "status", payload);
+    }
+    while (acks_ok < nchans && failures == before) {
+        if (expired()) {
+            fail("%ld of %ld status pushes acknowledged", acks_ok, nchans);
+            return false;
+        }
+        pc_loop_run(&L, 10);
+    }
+    return failures == before;
+}
+
+/* The participant entry of `user` in a room state, or NULL. */
+static json_t *participant(json_t *state, const char *user)
+{
+    return json_object_get(json_object_get(state, "participants"), user);
+}
+
+static long status_v(json_t *state, const char *user)
+{
+    json_t *v = json_object_get(json_object_get(participant(state, user), "status"), "v");
+    return json_is_integer(v) ? (long)json_integer_value(v) : -1;
+}
+
+/* ---- Scenario: churn --------------------------------------------------------- */
+
+/* Pipeline p: sockets 2p, 2p+1 and channels 2p, 2p+1 (member 0 and 1),
+ * reused room after room. */
+typedef enum { P_CREATE, P_JOIN, P_STATUS, P_END, P_IDLE } pstep_t;
+
+typedef struct pipe {
+    pstep_t step;
+    long room;
+    int joined, closed, k;
+    bool deleted;
+    uint64_t t0;
+    pc_conn_t *http;
+} pipe_t;
+
+static pipe_t *pipes;
+static long churn_next, churn_done;
+static pc_samples_t churn_room_lat, churn_ack_lat;
+
+static void churn_start(int p);
+
+static void churn_http_answer(pc_conn_t *c, void *ctx, int status, const char *body, size_t len)
+{
+    (void)c;
+    int p = (int)(intptr_t)ctx;
+    pipe_t *pp = &pipes[p];
+    if (pp->step == P_CREATE) {
+        if (status != 201) {
+            fail("churn: create of room %ld answered %d: %.*s", pp->room, status,
+                 (int)(len > 200 ? 200 : len), body ? body : "");
+            pp->step = P_IDLE;
+            return;
+        }
+        pp->step = P_JOIN;
+        pp->joined = 0;
+        for (int m = 0; m < 2; m++) {
+            chan_t *ch = &chans[2 * p + m];
+            char rid[128];
+            room_id(pp->room, rid, sizeof rid);
+            snprintf(ch->topic, sizeof ch->topic, "room:%s", rid);
+            chan_join(ch, NULL);
+        }
+    }
+}
+
+static void churn_finish_if_done(int p);
+
+static void churn_delete_answer(pc_conn_t *c, void *ctx, int status, const char *body, size_t len)
+{
+    (void)c;
+    int p = (int)(intptr_t)ctx;
+    pipe_t *pp = &pipes[p];
+    if (status < 200 || status > 299) {
+        fail("churn: DELETE of room %ld answered %d: %.*s", pp->room, status,
+             (int)(len > 200 ? 200 : len), body ? body : "");
+        pp->step = P_IDLE;
+        return;
+    }
+    pp->deleted = true;
+    churn_finish_if_done(p);
+}
+
+static void churn_status(int p)
+{
+    pipe_t *pp = &pipes[p];
+    chan_t *ch = &chans[2 * p + (pp->k & 1)];
+    char payload[64];
+    snprintf(payload, sizeof payload, "{\"k\":%d}", pp->k);
+    chan_push(ch, "status", payload);
+}
+
+static void churn_end(int p)
+{
+    pipe_t *pp = &pipes[p];
+    char rid[128], path[256];
+    room_id(pp->room, rid, sizeof rid);
+    snprintf(path, sizeof path, "/api/rooms/%s", rid);
+    pp->step = P_END;
+    pp->closed = 0;
+    pp->deleted = false;
+    pc_http_request(pp->http, "DELETE", path, opt.api_key, NULL, churn_delete_answer, (void *)(intptr_t)p);
+}
+
+static void churn_msg(chan_t *ch, pc_msg_t *m)
+{
+    if (!ch)
+        return;
+    int p = (int)(ch->id / 2);
+    pipe_t *pp = &pipes[p];
+    if (strcmp(m->topic, ch->topic) != 0)
+        return; /* an earlier room's leftovers */
+    if (is_reply(ch, m)) {
+        if (!pc_reply_ok(m)) {
+            fail("churn: %s on %s refused: %s", pp->step == P_JOIN ? "join" : "status", ch->topic,
+                 reply_reason(m));
+            pp->step = P_IDLE;
+            return;
+        }
+        if (pp->step == P_JOIN) {
+            ch->state = CH_JOINED;
+            if (++pp->joined == 2) {
+                pp->step = P_STATUS;
+                pp->k = 0;
+                churn_status(p);
+            }
+        } else if (pp->step == P_STATUS) {
+            pc_samples_add(&churn_ack_lat, pc_now_ns() - ch->sent_ns);
+            if (++pp->k < opt.statuses)
+                churn_status(p);
+            else
+                churn_end(p);
+        }
+        return;
+    }
+    if (strcmp(m->event, "phx_close") == 0 && pp->step == P_END && ch->state == CH_JOINED) {
+        ch->state = CH_CLOSED;
+        pp->closed++;
+        churn_finish_if_done(p);
+    } else if (strcmp(m->event, "phx_error") == 0) {
+        fail("churn: phx_error on %s", ch->topic);
+        pp->step = P_IDLE;
+    }
+}
+
+/* A room is done once both members saw phx_close and DELETE answered. */
+static void churn_finish_if_done(int p)
+{
+    pipe_t *pp = &pipes[p];
+    if (pp->step != P_END || pp->closed < 2 || !pp->deleted)
+        return;
+    pc_samples_add(&churn_room_lat, pc_now_ns() - pp->t0);
+    churn_done++;
+    churn_start(p);
+}
+
+static void churn_start(int p)
+{
+    pipe_t *pp = &pipes[p];
+    if (churn_next >= opt.rooms || expired()) {
+        pp->step = P_IDLE;
+        return;
+    }
+    pp->room = churn_next++;
+    pp->step = P_CREATE;
+    pp->t0 = pc_now_ns();
+    char rid[128], body[256];
+    room_id(pp->room, rid, sizeof rid);
+    snprintf(body, sizeof body, "{\"id\":\"%s\"}", rid);
+    pc_http_request(pp->http, "POST", "/api/rooms", opt.api_key, body, churn_http_answer,
+                    (void *)(intptr_t)p);
+}
+
+static int run_churn(void)
+{
+    int C = opt.concurrency;
+    if (opt.rooms < 0)
+        opt.rooms = 2000;
+    printf("rooms churn: %ld rooms, %d at once, %d status changes each\n", opt.rooms, C, opt.statuses);
+    socks_init(2 * C, "churn");
+    chans_init(2 * C);
+    for (int i = 0; i < 2 * C; i++)
+        chan_attach(i, i, 0);
+    if (!socks_connect())
+        return 1;
+    pipes = xcalloc((size_t)C, sizeof *pipes);
+    on_chan_msg = churn_msg;
+    uint64_t t0 = pc_now_ns();
+    for (int p = 0; p < C; p++) {
+        pipes[p].http = pc_http_connect(&L);
+        churn_start(p);
+    }
+    for (;;) {
+        bool busy = false;
+        for (int p = 0; p < C; p++)
+            busy |= pipes[p].step != P_IDLE;
+        if (!busy || expired())
+            break;
+        pc_loop_run(&L, 10);
+        for (int p = 0; p < C; p++) {
+            if (pipes[p].http->dead && pipes[p].step != P_IDLE) {
+                fail("churn: REST connection %d dropped", p);
+                pipes[p].step = P_IDLE;
+            }
+        }
+    }
+    uint64_t el = pc_now_ns() - t0;
+    if (churn_done < opt.rooms)
+        fail("churn: %ld of %ld rooms completed", churn_done, opt.rooms);
+    metric_t m[] = {
+        {"rooms_per_s", (double)churn_done / ((double)el / 1e9)},
+        {"rooms_done", (double)churn_done},
+        {"ms_room_p50", pc_ms(pc_samples_pct(&churn_room_lat, 50))},
+        {"ms_room_p99", pc_ms(pc_samples_pct(&churn_room_lat, 99))},
+        {"ms_status_ack_p50", pc_ms(pc_samples_pct(&churn_ack_lat, 50))},
+        {"ms_status_ack_p99", pc_ms(pc_samples_pct(&churn_ack_lat, 99))},
+        {"failures", (double)failures},
+    };
+    report("rooms churn", m, (int)(sizeof m / sizeof m[0]));
+    for (int p = 0; p < C; p++)
+        if (!pipes[p].http->dead)
+            pc_conn_close(pipes[p].http, 0);
+    socks_close();
+    free(pipes);
+    return failures ? 1 : 0;
+}
+
+/* ---- Scenario: crash ---------------------------------------------------------- */
+
+static long crash_errors_seen, crash_back;
+static uint64_t crash_t0, crash_last_error, crash_last_back;
+static pc_samples_t crash_back_lat;
+static bool crash_started;
+
+static void crash_msg(chan_t *ch, pc_msg_t *m)
+{
+    if (!ch)
+        return;
+    if (strcmp(m->event, "phx_error") == 0) {
+        if (!m->join_ref || strcmp(m->join_ref, ch->join_ref) != 0)
+            return; /* an earlier join's */
+        if (!ch->flag) {
+            ch->flag = true; /* first phx_error of this room */
+            crash_errors_seen++;
+            crash_last_error = pc_now_ns();
+        }
+        ch->attempts = 0;
+        chan_join(ch, NULL); /* rejoin at once */
+        return;
+    }
+    if (!is_reply(ch, m))
+        return;
+    if (ch->state != CH_JOINING)
+        return;
+    if (!pc_reply_ok(m)) {
+        /* The room may still be on its way back: try again 1 ms later
+         * (run_crash's loop), at most 2000 times. */
+        ch->state = CH_ERRORED;
+        ch->sent_ns = pc_now_ns();
+        if (++ch->attempts > 2000) {
+            fail("crash: rejoin of %s refused 2000 times: %s", ch->topic, reply_reason(m));
+            ch->state = CH_CLOSED;
+        }
+        return;
+    }
+    ch->state = CH_JOINED;
+    long v = status_v(json_object_get(m->payload, "response"), socks[ch->sock].user);
+    if (v != ch->value) {
+        fail("crash: %s came back with status v=%ld, expected %ld", ch->topic, v, ch->value);
+        return;
+    }
+    if (crash_started && ch->flag && !ch->n) {
+        ch->n = 1;
+        crash_back++;
+        crash_last_back = pc_now_ns();
+        pc_samples_add(&crash_back_lat, crash_last_back - crash_t0);
+    }
+}
+
+static int run_crash(void)
+{
+    if (opt.rooms < 0)
+        opt.rooms = 10000;
+    long K = opt.crash < opt.rooms ? opt.crash : opt.rooms;
+    printf("rooms crash: %ld live rooms, %ld crashed at once\n", opt.rooms, K);
+    if (!create_rooms(opt.rooms, NULL))
+        return 1;
+    int S = (int)((K + 99) / 100);
+    socks_init(S, "crash");
+    chans_init(K);
+    for (long i = 0; i < K; i++) {
+        chan_attach(i, (int)(i / 100), i);
+        chans[i].value = i;
+    }
+    if (!socks_connect() || !join_all() || !status_all())
+        return 1;
+    printf("  %ld rooms joined, each with an acknowledged status\n", K);
+    fflush(stdout);
+
+    on_chan_msg = crash_msg;
+    crash_started = true;
+    crash_t0 = pc_now_ns();
+    uint64_t accept_el = 0;
+    long bad = rest_many(K, make_crash, 202, 202, opt.http_conns, (int)((K + opt.http_conns - 1) / opt.http_conns),
+                         &accept_el, NULL);
+    if (bad)
+        fail("crash: %ld crash requests not accepted with 202", bad);
+    while ((crash_back < K || crash_errors_seen < K) && !expired()) {
+        pc_loop_run(&L, 1);
+        uint64_t now = pc_now_ns();
+        for (long i = 0; i < nchans; i++)
+            if (chans[i].state == CH_ERRORED && now - chans[i].sent_ns >= 1000000u)
+                chan_join(&chans[i], NULL);
+    }
+    if (crash_errors_seen < K)
+        fail("crash: %ld of %ld rooms sent phx_error", crash_errors_seen, K);
+    if (crash_back < K)
+        fail("crash: %ld of %ld rooms came back with their state", crash_back, K);
+    metric_t m[] = {
+        {"ms_all_crashes_accepted", pc_ms(accept_el)},
+        {"ms_all_phx_error", crash_errors_seen ? pc_ms(crash_last_error - crash_t0) : -1},
+        {"ms_all_restored", crash_back == K ? pc_ms(crash_last_back - crash_t0) : -1},
+        {"ms_restored_p50", pc_ms(pc_samples_pct(&crash_back_lat, 50))},
+        {"ms_restored_p99", pc_ms(pc_samples_pct(&crash_back_lat, 99))},
+        {"rooms_restored", (double)crash_back},
+        {"failures", (double)failures},
+    };
+    report("rooms crash recovery (times from the first crash request)", m, (int)(sizeof m / sizeof m[0]));
+    socks_close();
+    return failures ? 1 : 0;
+}
+
+/* ---- Scenario: durable ----------------------------------------------------------- */
+
+/* Two phases on the same rooms and members:
+ *   closed loop  every member keeps one status push in flight: the most
+ *                acknowledged changes per second the server gives (the
+ *                latency is then queueing: in-flight / throughput);
+ *   open loop    --rate R pushes per second in all, spread evenly over
+ *                the rooms and sent on schedule whatever the answers:
+ *                the acknowledgement latency at that load (the target
+ *                is stated as R = 20,000/s with p99 <= 10 ms).
+ * A push's ref is "<channel>.<serial>"; its send time sits in the
+ * channel's ring at serial % DW_RING (at most DW_RING in flight per
+ * room: beyond that the open loop counts the push as not sent). */
+#define DW_RING 64
+
+static uint64_t dw_measure_from, dw_measure_to;
+static bool dw_sending, dw_closed_loop;
+static long dw_acks, dw_inflight, dw_skipped;
+static pc_samples_t dw_lat;
+static uint64_t (*dw_ring)[DW_RING];
+static unsigned *dw_out; /* in flight per channel */
+
+static void dw_send(chan_t *ch)
+{
+    char payload[64], ref[32];
+    if (dw_out[ch->id] >= DW_RING) {
+        dw_skipped++;
+        return;
+    }
+    ch->n++;
+    ch->serial++;
+    snprintf(ref, sizeof ref, "%ld.%u", ch->id, ch->serial);
+    snprintf(payload, sizeof payload, "{\"n\":%ld}", ch->n);
+    dw_ring[ch->id][ch->serial % DW_RING] = pc_now_ns();
+    dw_out[ch->id]++;
+    dw_inflight++;
+    pc_phx_send(socks[ch->sock].c, ch->join_ref, ref, ch->topic, "status", payload);
+}
+
+static void dw_msg(chan_t *ch, pc_msg_t *m)
+{
+    if (!ch)
+        return;
+    if (strcmp(m->event, "phx_error") == 0 || strcmp(m->event, "phx_close") == 0) {
+        fail("durable: %s on %s", m->event, ch->topic);
+        return;
+    }
+    if (strcmp(m->event, "phx_reply") != 0 || !m->ref)
+        return;
+    const char *dot = strchr(m->ref, '.');
+    if (!dot || dw_out[ch->id] == 0)
+        return;
+    unsigned serial = (unsigned)strtoul(dot + 1, NULL, 10);
+    uint64_t sent = dw_ring[ch->id][serial % DW_RING];
+    dw_out[ch->id]--;
+    dw_inflight--;
+    uint64_t now = pc_now_ns();
+    if (!pc_reply_ok(m)) {
+        fail("durable: status on %s refused: %s", ch->topic, reply_reason(m));
+        return;
+    }
+    if (sent >= dw_measure_from && now <= dw_measure_to) {
+        dw_acks++;
+        pc_samples_add(&dw_lat, now - sent);
+    }
+    if (dw_sending && dw_closed_loop)
+        dw_send(ch);
+}
+
+/* Runs one phase; false on a failure. */
+static bool dw_phase(bool closed, double rate, double *acks_per_s)
+{
+    dw_closed_loop = closed;
+    dw_acks = 0;
+    dw_skipped = 0;
+    pc_samples_free(&dw_lat);
+    uint64_t t0 = pc_now_ns();
+    dw_measure_from = t0 + (uint64_t)(opt.warmup_s * 1e9);
+    dw_measure_to = dw_measure_from + (uint64_t)(opt.duration_s * 1e9);
+    dw_sending = true;
+    long before = failures, sent = 0, next = 0;
+    if (closed) {
+        for (long i = 0; i < nchans; i++)
+            dw_send(&chans[i]);
+    }
+    while (pc_now_ns() < dw_measure_to && !expired() && failures == before) {
+        pc_loop_run(&L, closed ? 5 : 1);
+        if (!closed) {
+            /* Pushes due by now, round robin over the rooms; at most one
+             * second of backlog at once so a stall cannot build a burst
+             * beyond that. */
+            long due = (long)((double)(pc_now_ns() - t0) / 1e9 * rate);
+            if (due - sent > (long)rate)
+                sent = due - (long)rate;
+            for (; sent < due; sent++) {
+                dw_send(&chans[next]);
+                next = (next + 1) % nchans;
+            }
+        }
+    }
+    dw_sending = false;
+    uint64_t drain_end = pc_now_ns() + 10000000000ull;
+    while (dw_inflight > 0 && pc_now_ns() < drain_end && !interrupted)
+        pc_loop_run(&L, 5);
+    if (dw_inflight > 0)
+        fail("durable: %ld status pushes unanswered 10 s after the end", dw_inflight);
+    *acks_per_s = (double)dw_acks / opt.duration_s;
+    return failures == before;
+}
+
+static int run_durable(void)
+{
+    if (opt.rooms < 0)
+        opt.rooms = 1000;
+    int S = opt.sockets < opt.rooms ? opt.sockets : (int)opt.rooms;
+    printf("rooms durable writes: %ld rooms, one member each on %d sockets; closed loop, then "
+           "open loop at %.0f/s; %.1f s each after %.1f s of warm-up\n",
+           opt.rooms, S, opt.rate, opt.duration_s, opt.warmup_s);
+    if (!create_rooms(opt.rooms, NULL))
+        return 1;
+    socks_init(S, "dw");
+    chans_init(opt.rooms);
+    for (long i = 0; i < opt.rooms; i++)
+        chan_attach(i, (int)(i % S), i);
+    if (!socks_connect() || !join_all())
+        return 1;
+    dw_ring = xcalloc((size_t)nchans, sizeof *dw_ring);
+    dw_out = xcalloc((size_t)nchans, sizeof *dw_out);
+    on_chan_msg = dw_msg;
+
+    double tput = 0;
+    dw_phase(true, 0, &tput);
+    metric_t m[] = {
+        {"acked_status_per_s", tput},
+        {"ms_ack_p50", pc_ms(pc_samples_pct(&dw_lat, 50))},
+        {"ms_ack_p99", pc_ms(pc_samples_pct(&dw_lat, 99))},
+        {"ms_ack_max", pc_ms(pc_samples_pct(&dw_lat, 100))},
+        {"acks_measured", (double)dw_acks},
+        {"failures", (double)failures},
+    };
+    report("rooms durable writes, closed loop (one push in flight per room)", m,
+           (int)(sizeof m / sizeof m[0]));
+
+    if (opt.rate > 0 && !failures) {
+        double got = 0;
+        dw_phase(false, opt.rate, &got);
+        metric_t r[] = {
+            {"offered_per_s", opt.rate},
+            {"acked_status_per_s", got},
+            {"ms_ack_p50", pc_ms(pc_samples_pct(&dw_lat, 50))},
+            {"ms_ack_p99", pc_ms(pc_samples_pct(&dw_lat, 99))},
+            {"ms_ack_max", pc_ms(pc_samples_pct(&dw_lat, 100))},
+            {"not_sent_backlog", (double)dw_skipped},
+            {"failures", (double)failures},
+        };
+        char title[128];
+        snprintf(title, sizeof title, "rooms durable writes, open loop at %.0f/s", opt.rate);
+        report_as("rooms_durable_rate", title, r, (int)(sizeof r / sizeof r[0]));
+    }
+    free(dw_ring);
+    free(dw_out);
+    socks_close();
+    return failures ? 1 : 0;
+}
+
+/* ---- Scenario: restart -------------------------------------------------------------- */
+
+static bool port_open(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return false;
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)opt.port)};
+    inet_pton(AF_INET, opt.host, &sa.sin_addr);
+    bool ok = connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
+    close(fd);
+    return ok;
+}
+
+static pid_t start_server(void)
+{
+    char port[16], logp[4096];
+    snprintf(port, sizeof port, "%d", opt.port);
+    snprintf(logp, sizeof logp, "%s/restart.log", opt.data);
+    pid_t pid = fork();
+    if (pid == 0) {
+        int fd = open(logp, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+        if (fd >= 0) {
+            dup2(fd, 1);
+            dup2(fd, 2);
+        }
+        int dn = open("/dev/null", O_RDONLY);
+        if (dn >= 0)
+            dup2(dn, 0);
+        execl(opt.roost, opt.roost, "serve", "--port", port, "--data", opt.data, "--secret",
+              opt.secret, "--api-key", opt.api_key, (char *)NULL);
+        _exit(127);
+    }
+    return pid;
+}
+
+static int stop_server(pid_t pid)
+{
+    kill(pid, SIGTERM);
+    uint64_t end = pc_now_ns() + 30000000000ull;
+    int st = 0;
+    for (;;) {
+        pid_t r = waitpid(pid, &st, WNOHANG);
+        if (r == pid)
+            break;
+        if (pc_now_ns() > end) {
+            fprintf(stderr, "rooms_bench: the restarted server did not exit 30 s after SIGTERM\n");
+            kill(pid, SIGKILL);
+            waitpid(pid, &st, 0);
+            return 1;
+        }
+        struct timespec ts = {0, 20000000};
+        nanosleep(&ts, NULL);
+    }
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+        fprintf(stderr, "rooms_bench: the restarted server ended with status %d\n", st);
+        return 1;
+    }
+    return 0;
+}
+
+static int run_restart(void)
+{
+    if (opt.rooms < 0)
+        opt.rooms = 10000;
+    if (!opt.roost || !opt.data || opt.server_pid <= 0) {
+        fprintf(stderr, "rooms_bench: restart needs --roost, --data and --server-pid\n");
+        return 2;
+    }
+    long M = opt.with_status < opt.rooms ? opt.with_status : opt.rooms;
+    printf("rooms restart: %ld rooms (%ld with a status), kill -9, restart on the same data\n",
+           opt.rooms, M);
+    if (!create_rooms(opt.rooms, NULL))
+        return 1;
+    if (M > 0) {
+        int S = (int)((M + 99) / 100);
+        socks_init(S, "restart");
+        chans_init(M);
+        long stride = opt.rooms / M;
+        for (long i = 0; i < M; i++) {
+            chan_attach(i, (int)(i / 100), i * stride);
+            chans[i].value = 1000000 + i;
+        }
+        if (!socks_connect() || !join_all() || !status_all())
+            return 1;
+        printf("  %ld statuses acknowledged\n", M);
+    }
+
+    /* kill -9, and wait until the port is closed (the process is gone). */
+    if (kill((pid_t)opt.server_pid, SIGKILL) != 0) {
+        fail("restart: cannot kill %ld: %s", opt.server_pid, strerror(errno));
+        return 1;
+    }
+    if (nsocks) {
+        for (int i = 0; i < nsocks; i++)
+            socks[i].open = false;
+        uint64_t end = pc_now_ns() + 5000000000ull;
+        while (L.conns > 0 && pc_now_ns() < end)
+            pc_loop_run(&L, 5);
+    }
+    uint64_t gone_by = pc_now_ns() + 10000000000ull;
+    while (port_open()) {
+        if (pc_now_ns() > gone_by) {
+            fail("restart: port %d still open 10 s after kill -9", opt.port);
+            return 1;
+        }
+        struct timespec ts = {0, 2000000};
+        nanosleep(&ts, NULL);
+    }
+
+    uint64_t t0 = pc_now_ns();
+    pid_t pid = start_server();
+    if (pid < 0) {
+        fail("restart: fork: %s", strerror(errno));
+        return 1;
+    }
+    uint64_t t_health = 0, t_sample = 0, t_listed = 0;
+    char *buf = xcalloc(PC_MAX_MSG + 1, 1);
+    /* /healthz */
+    while (!expired()) {
+        int st = waitpid(pid, NULL, WNOHANG);
+        if (st == pid) {
+            fail("restart: the server exited (see %s/restart.log)", opt.data);
+            free(buf);
+            return 1;
+        }
+        if (port_open() && http_sync("GET", "/healthz", NULL, NULL, 0, 1000) == 200) {
+            t_health = pc_now_ns();
+            break;
+        }
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    /* A sample of rooms, each answering with its state. */
+    long sample = opt.rooms < 100 ? opt.rooms : 100, ok = 0;
+    for (long k = 0; k < sample && !expired();) {
+        long i = k * (opt.rooms / sample);
+        char rid[128], path[256];
+        room_id(i, rid, sizeof rid);
+        snprintf(path, sizeof path, "/api/rooms/%s", rid);
+        int st = http_sync("GET", path, NULL, buf, PC_MAX_MSG, 2000);
+        if (st != 200) {
+            struct timespec ts = {0, 1000000};
+            nanosleep(&ts, NULL);
+            continue; /* not back yet: ask again */
+        }
+        k++;
+        ok++;
+    }
+    if (ok == sample)
+        t_sample = pc_now_ns();
+    else
+        fail("restart: %ld of %ld sampled rooms answered", ok, sample);
+    /* The whole list. */
+    long listed = 0;
+    while (!expired()) {
+        int st = http_sync("GET", "/api/rooms", NULL, buf, PC_MAX_MSG, 10000);
+        if (st == 200) {
+            json_t *j = json_loads(buf, 0, NULL);
+            json_t *rooms = json_object_get(j, "rooms");
+            listed = 0;
+            size_t idx;
+            json_t *r;
+            json_array_foreach(rooms, idx, r) {
+                const char *id = json_is_string(r) ? json_string_value(r)
+                                                   : json_string_value(json_object_get(r, "id"));
+                char pre[64];
+                snprintf(pre, sizeof pre, "%s-%s-", opt.tag, scenario_names[opt.scenario]);
+                if (id && strncmp(id, pre, strlen(pre)) == 0)
+                    listed++;
+            }
+            json_decref(j);
+            if (listed >= opt.rooms) {
+                t_listed = pc_now_ns();
+                break;
+            }
+        }
+        struct timespec ts = {0, 5000000};
+        nanosleep(&ts, NULL);
+    }
+    if (!t_listed)
+        fail("restart: GET /api/rooms listed %ld of %ld rooms", listed, opt.rooms);
+    /* The statuses came back. */
+    long kept = 0;
+    for (long i = 0; i < nchans && !expired(); i++) {
+        char rid[128], path[256];
+        room_id(chans[i].room, rid, sizeof rid);
+        snprintf(path, sizeof path, "/api/rooms/%s", rid);
+        if (http_sync("GET", path, NULL, buf, PC_MAX_MSG, 2000) != 200)
+            continue;
+        json_t *j = json_loads(buf, 0, NULL);
+        if (status_v(j, socks[chans[i].sock].user) == chans[i].value)
+            kept++;
+        json_decref(j);
+    }
+    if (kept < nchans)
+        fail("restart: %ld of %ld acknowledged statuses restored", kept, nchans);
+    free(buf);
+    int rc = stop_server(pid);
+    metric_t m[] = {
+        {"ms_to_healthz", t_health ? pc_ms(t_health - t0) : -1},
+        {"ms_to_rooms_sample", t_sample ? pc_ms(t_sample - t0) : -1},
+        {"ms_to_all_listed", t_listed ? pc_ms(t_listed - t0) : -1},
+        {"statuses_restored", (double)kept},
+        {"failures", (double)failures},
+    };
+    report("rooms restart after kill -9 (times from the exec)", m, (int)(sizeof m / sizeof m[0]));
+    if (nsocks) {
+        for (int i = 0; i < nsocks; i++)
+            free(socks[i].chans);
+        free(socks);
+    }
+    return failures || rc ? 1 : 0;
+}
+
+/* ---- main --------------------------------------------------------------------------- */
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: rooms_bench --scenario churn|crash|durable|restart --port P --secret S --api-key K\n"
+            "                   [--host H] [--rooms N] [--crash K] [--concurrency C] [--sockets S]\n"
+            "                   [--statuses N] [--http-conns H] [--duration-s T] [--warmup-s T]\n"
+            "                   [--with-status M] [--roost PATH --data DIR --server-pid PID]\n"
+            "                   [--rate R] [--tag T] [--timeout-s T]\n");
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option lo[] = {
+        {"scenario", required_argument, 0, 'S'},    {"host", required_argument, 0, 'h'},
+        {"port", required_argument, 0, 'p'},        {"secret", required_argument, 0, 's'},
+        {"api-key", required_argument, 0, 'k'},     {"rooms", required_argument, 0, 'n'},
+        {"crash", required_argument, 0, 'K'},       {"concurrency", required_argument, 0, 'c'},
+        {"sockets", required_argument, 0, 'o'},     {"statuses", required_argument, 0, 'u'},
+        {"http-conns", required_argument, 0, 'H'},  {"duration-s", required_argument, 0, 'd'},
+        {"warmup-s", required_argument, 0, 'w'},    {"with-status", required_argument, 0, 'M'},
+        {"roost", required_argument, 0, 'r'},       {"data", required_argument, 0, 'D'},
+        {"server-pid", required_argument, 0, 'P'},  {"tag", required_argument, 0, 'T'},
+        {"timeout-s", required_argument, 0, 't'},   {"rate", required_argument, 0, 'R'},
+        {"help", no_argument, 0, '?'},
+        {0, 0, 0, 0},
+    };
+    if (argc == 1) {
+        /* A bare run (scripts/run-bench.sh runs every bench binary) asks
+         * for help: these benchmarks need a server, which
+         * scripts/bench-rooms.sh starts. */
+        usage(stdout);
+        printf("(scripts/bench-rooms.sh starts a server and runs every scenario)\n");
+        return 0;
+    }
+    bool have_scenario = false;
+    int o;
+    while ((o = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+        switch (o) {
+        case 'S':
+            have_scenario = false;
+            for (int i = 0; i < 4; i++) {
+                if (strcmp(optarg, scenario_names[i]) == 0) {
+                    opt.scenario = (scenario_t)i;
+                    have_scenario = true;
+                }
+            }
+            if (!have_scenario) {
+                usage(stderr);
+                return 2;
+            }
+            break;
+        case 'h': opt.host = optarg; break;
+        case 'p': opt.port = atoi(optarg); break;
+        case 's': opt.secret = optarg; break;
+        case 'k': opt.api_key = optarg; break;
+        case 'n': opt.rooms = atol(optarg); break;
+        case 'K': opt.crash = atol(optarg); break;
+        case 'c': opt.concurrency = atoi(optarg); break;
+        case 'o': opt.sockets = atoi(optarg); break;
+        case 'u': opt.statuses = atoi(optarg); break;
+        case 'H': opt.http_conns = atoi(optarg); break;
+        case 'd': opt.duration_s = atof(optarg); break;
+        case 'w': opt.warmup_s = atof(optarg); break;
+        case 'M': opt.with_status = atol(optarg); break;
+        case 'r': opt.roost = optarg; break;
+        case 'D': opt.data = optarg; break;
+        case 'P': opt.server_pid = atol(optarg); break;
+        case 'T': snprintf(opt.tag, sizeof opt.tag, "%s", optarg); break;
+        case 't': opt.timeout_s = atoi(optarg); break;
+        case 'R': opt.rate = atof(optarg); break;
+        default:
+            usage(o == '?' ? stdout : stderr);
+            return 2;
+        }
+    }
+    if (!have_scenario || opt.port <= 0 || !opt.secret || !opt.api_key || opt.concurrency < 1 ||
+        opt.sockets < 1 || opt.statuses < 1 || opt.http_conns < 1 || opt.duration_s <= 0 ||
+        opt.warmup_s < 0 || opt.rate < 0 || opt.crash < 1 || opt.rooms == 0 || opt.rooms < -1 || opt.with_status < 0 ||
+        opt.timeout_s < 1) {
+        usage(stderr);
+        return 2;
+    }
+    if (!opt.tag[0])
+        snprintf(opt.tag, sizeof opt.tag, "b%ld", (long)getpid());
+
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+    signal(SIGPIPE, SIG_IGN);
+    signal(SIGINT, on_sigint);
+    if (pc_loop_init(&L, opt.host, opt.port) != 0) {
+        perror("epoll_create1");
+        return 1;
+    }
+    deadline_ns = pc_now_ns() + (uint64_t)opt.timeout_s * 1000000000ull;
+    int rc;
+    switch (opt.scenario) {
+    case SC_CHURN: rc = run_churn(); break;
+    case SC_CRASH: rc = run_crash(); break;
+    case SC_DURABLE: rc = run_durable(); break;
+    default: rc = run_restart(); break;
+    }
+    close(L.epfd);
+    return rc;
+}
