@@ -81,7 +81,7 @@ typedef struct opt {
 } opt_t;
 
 /* Fills opts from argv (then the environment). Returns 0, or 2 after
- * printing what is wrong. */
+ * printing what is wrong, or 1 after printing the usage for --help. */
 static int parse_opts(const char *cmd, int argc, char **argv, opt_t *opts, size_t n)
 {
     for (int i = 0; i < argc; i++) {
@@ -91,6 +91,10 @@ static int parse_opts(const char *cmd, int argc, char **argv, opt_t *opts, size_
         for (size_t k = 0; k < n; k++)
             if (strlen(opts[k].name) == alen && strncmp(opts[k].name, a, alen) == 0)
                 o = &opts[k];
+        if (!o && (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0)) {
+            usage(stdout);
+            return 1; /* asked for help: the caller exits 0 */
+        }
         if (!o) {
             fprintf(stderr, "roost %s: unknown option '%s'\n", cmd, a);
             usage(stderr);
@@ -187,7 +191,7 @@ static int serve(int argc, char **argv)
     size_t nopts = sizeof opts / sizeof opts[0];
     int prc = parse_opts("serve", argc, argv, opts, nopts);
     if (prc)
-        return prc;
+        return prc == 1 ? 0 : prc;
     long long port, max_frame, io_threads, schedulers, grace, empty;
     bool auto_create;
     if (!num("serve", "--port", opt_get(opts, nopts, "--port"), 0, 65535, 4000, &port) ||
@@ -379,7 +383,7 @@ static int token(int argc, char **argv)
     size_t nopts = sizeof opts / sizeof opts[0];
     int prc = parse_opts("token", argc, argv, opts, nopts);
     if (prc)
-        return prc;
+        return prc == 1 ? 0 : prc;
     const char *sub = opt_get(opts, nopts, "--sub"), *room = opt_get(opts, nopts, "--room"),
                *secret = opt_get(opts, nopts, "--secret");
     long long ttl;
