@@ -11,6 +11,7 @@
 # or tests/unit/test_*.c needs no Makefile change.
 
 CC       ?= cc
+NPROC    := $(shell nproc 2>/dev/null || echo 2)
 BUILD    ?= build
 SAN      ?=
 PKGS     := libuv jansson sqlite3 libcrypto
@@ -97,14 +98,14 @@ unit: $(TEST_BIN)
 	@bash scripts/run-tests.sh plain $(TEST_BIN)
 
 check-asan:
-	@$(MAKE) --no-print-directory BUILD=build/asan SAN=asan \
+	@$(MAKE) -j$(NPROC) --no-print-directory BUILD=build/asan SAN=asan \
 	    $(addprefix build/asan/tests/,$(notdir $(TEST_BIN)))
 	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	    bash scripts/run-tests.sh asan $(addprefix build/asan/tests/,$(notdir $(TEST_BIN)))
 
 check-tsan:
 ifneq ($(TSAN_TESTS),)
-	@$(MAKE) --no-print-directory BUILD=build/tsan SAN=tsan \
+	@$(MAKE) -j$(NPROC) --no-print-directory BUILD=build/tsan SAN=tsan \
 	    $(addprefix build/tsan/tests/,$(TSAN_TESTS))
 	@TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:report_signal_unsafe=0 \
 	    bash scripts/run-tests.sh tsan $(addprefix build/tsan/tests/,$(TSAN_TESTS))
@@ -115,7 +116,7 @@ integration: $(BUILD)/roost
 
 # Everything, in one command, from a fresh Debian machine.
 test: deps
-	@$(MAKE) --no-print-directory all
+	@$(MAKE) -j$(NPROC) --no-print-directory all
 	@rm -f build/test-results.txt
 	-@$(MAKE) --no-print-directory unit
 	-@$(MAKE) --no-print-directory check-asan
