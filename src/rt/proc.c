@@ -919,8 +919,8 @@ static pthread_mutex_t mute_mu = PTHREAD_MUTEX_INITIALIZER;
 static rt_proc_t *muted;             /* linked through rq_next */
 static _Atomic int nmuted;
 
-/* Reschedules every process paused on `target` (or all, if 0). */
-static void unmute(rt_pid_t target)
+/* Reschedules every paused process for which pick(q, target) holds. */
+static void resume_paused(bool (*pick)(rt_proc_t *q, rt_pid_t target), rt_pid_t target)
 {
     if (atomic_load_explicit(&nmuted, memory_order_seq_cst) == 0)
         return;
@@ -928,7 +928,7 @@ static void unmute(rt_pid_t target)
     pthread_mutex_lock(&mute_mu);
     for (rt_proc_t **pp = &muted; *pp;) {
         rt_proc_t *q = *pp;
-        if (!target || q->ext->muted_on == target) {
+        if (pick(q, target)) {
             *pp = q->rq_next;
             q->rq_next = wake;
             wake = q;
@@ -946,34 +946,30 @@ static void unmute(rt_pid_t target)
     }
 }
 
+static bool paused_on(rt_proc_t *q, rt_pid_t target)
+{
+    return q->ext->muted_on == target;
+}
+
+/* The only way paused senders can wait forever is a cycle: A paused on B
+ * while B is paused (on A, or further round). A sender whose target is
+ * running or runnable stays paused. */
+static bool paused_in_cycle(rt_proc_t *q, rt_pid_t unused)
+{
+    (void)unused;
+    rt_proc_t *t = rt__lookup(q->ext->muted_on);
+    return !t || (atomic_load_explicit(&t->pflags_pub, memory_order_relaxed) & RT_PF_MUTED);
+}
+
+/* Reschedules every process paused on `target`. */
+static void unmute(rt_pid_t target)
+{
+    resume_paused(paused_on, target);
+}
+
 void rt__unmute_cycles(void)
 {
-    /* The only way paused senders can wait forever is a cycle: A paused
-     * on B while B is paused (on A, or further round). Break every such
-     * wait; a sender whose target is running or runnable stays paused. */
-    if (atomic_load_explicit(&nmuted, memory_order_seq_cst) == 0)
-        return;
-    rt_proc_t *wake = NULL;
-    pthread_mutex_lock(&mute_mu);
-    for (rt_proc_t **pp = &muted; *pp;) {
-        rt_proc_t *q = *pp;
-        rt_proc_t *t = rt__lookup(q->ext->muted_on);
-        if (!t || (atomic_load_explicit(&t->pflags_pub, memory_order_relaxed) & RT_PF_MUTED)) {
-            *pp = q->rq_next;
-            q->rq_next = wake;
-            wake = q;
-            atomic_fetch_sub(&nmuted, 1);
-        } else {
-            pp = &q->rq_next;
-        }
-    }
-    pthread_mutex_unlock(&mute_mu);
-    while (wake) {
-        rt_proc_t *q = wake;
-        wake = q->rq_next;
-        q->rq_next = NULL;
-        rt__reschedule(q);
-    }
+    resume_paused(paused_in_cycle, RT_NOPID);
 }
 
 static void park_muted(rt_proc_t *p)
