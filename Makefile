@@ -59,7 +59,7 @@ TSAN_TESTS := $(notdir $(basename $(wildcard tests/unit/test_rt_sched*.c \
 # Keep test and bench objects: they are not throw-away intermediates.
 .SECONDARY:
 
-.PHONY: all deps run test unit check-asan check-tsan integration bench clean fuzz
+.PHONY: all deps run test unit check-asan check-tsan integration browser bench clean fuzz
 
 all: $(BUILD)/roost $(TEST_BIN) $(BENCH_BIN)
 
@@ -90,7 +90,10 @@ $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 run: deps
-	@$(MAKE) --no-print-directory $(BUILD)/roost
+	@$(MAKE) -j$(NPROC) --no-print-directory $(BUILD)/roost
+	@# The demo page's phoenix client comes from npm (nothing vendored).
+	@[ -f web/node_modules/phoenix/priv/static/phoenix.mjs ] || \
+	    (cd web && npm ci --no-audit --no-fund)
 	./$(BUILD)/roost serve $(ARGS)
 
 # Unit tests, plain build.
@@ -114,6 +117,10 @@ endif
 integration: $(BUILD)/roost
 	@bash scripts/run-integration.sh
 
+# Headless Chromium end-to-end tests of the demo page (tests/browser).
+browser: $(BUILD)/roost
+	@bash scripts/run-browser.sh
+
 # Everything, in one command, from a fresh Debian machine.
 test: deps
 	@$(MAKE) -j$(NPROC) --no-print-directory all
@@ -122,6 +129,7 @@ test: deps
 	-@$(MAKE) --no-print-directory check-asan
 	-@$(MAKE) --no-print-directory check-tsan
 	-@$(MAKE) --no-print-directory integration
+	-@bash scripts/run-browser.sh
 	@bash scripts/test-summary.sh build/test-results.txt
 
 bench: deps

@@ -5,12 +5,15 @@
 set -euo pipefail
 
 # Build and unit-test dependencies (design §7), the sanitizer runtimes,
-# clang for the fuzzers, and Node.js for the integration tests.
+# clang for the fuzzers, Node.js for the integration tests, and chromium
+# for the browser tests of the demo page (scripts/run-browser.sh drives
+# it with playwright-core; no browser is ever downloaded).
 PKGS=(
   build-essential pkg-config
   libuv1-dev libwslay-dev libhttp-parser-dev libjansson-dev
   libsqlite3-dev libssl-dev libcriterion-dev
   clang libclang-rt-dev
+  chromium
 )
 # Node.js may come from Debian (nodejs + npm) or from another packaging
 # that bundles npm (the two conflict): ask for Debian's only when no node

@@ -283,6 +283,7 @@ static int serve(int argc, char **argv)
     ecfg.net.max_frame = (size_t)max_frame;
     ecfg.secret = secret;
     ecfg.api_key = api_key;
+    ecfg.dev = dev_secret && dev_key; /* POST /dev/token for the demo page */
     ecfg.version = ROOST_VERSION;
     web_endpoint_t *ep = web_endpoint_new(&ecfg);
     free(dev_secret);

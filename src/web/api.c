@@ -20,6 +20,7 @@
 #include "web/channel.h"
 #include "web/jwt.h"
 #include "web/room_web.h"
+#include "web/static.h"
 
 /* ---- responses ---------------------------------------------------------------- */
 
@@ -411,6 +412,14 @@ int web_api_handle(const web_api_t *api, const net_server_t *srv,
             return WEB_API_DONE;
         }
     }
+    /* Development credentials only: the demo page mints its own token. */
+    if (api->dev && path_is(req, "/dev/token")) {
+        if (method_ok(req, "POST", res))
+            tokens(api, req, res);
+        return WEB_API_DONE;
+    }
+    if (web_static_route(req, res)) /* /, /static/...: web/static.h */
+        return WEB_API_DONE;
     char msg[160];
     snprintf(msg, sizeof msg, "no route for %s %.*s", req->method_name,
              (int)(req->path_len > 100 ? 100 : req->path_len), req->path);

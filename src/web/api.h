@@ -16,6 +16,9 @@
  *   POST /api/users/:id/notify      {"event","payload"?} -> 202 {"delivered":n}
  *   GET  /socket/websocket[/]       WebSocket upgrade (web_api_ws_auth);
  *                                   without an upgrade: 400
+ *   POST /dev/token                 as /api/tokens, without the API key, only
+ *                                   when api->dev (else 404), for the demo page
+ *   GET  /, /static/...             the demo page (web/static.h)
  * Every /api/ route needs "Authorization: Bearer <api key>" (401
  * otherwise, checked before the route). Errors use the JSON shape of
  * design §5: unknown path 404, wrong method 405 with Allow, malformed
@@ -50,6 +53,7 @@ typedef struct web_api {
     const char *api_key;       /* for /api/ (borrowed) */
     const char *version;       /* shown by /healthz */
     uint64_t started_ms;       /* rt_now_ms() at start, for uptime */
+    bool dev;                  /* development credentials: POST /dev/token exists */
 } web_api_t;
 
 /* A response to write. body is malloc'd (free with web_api_response_free);

@@ -60,7 +60,7 @@ web_endpoint_t *web_endpoint_new(const web_endpoint_config_t *cfg)
     ep->cfg.secret = ep->secret;
     ep->cfg.api_key = ep->api_key;
     ep->api = (web_api_t){.secret = ep->secret, .secret_len = strlen(ep->secret),
-                          .api_key = ep->api_key, .version = cfg->version,
+                          .api_key = ep->api_key, .version = cfg->version, .dev = cfg->dev,
                           .started_ms = rt_now_ms()};
     web_channel_router_add(&ep->router, &web_user_channel);
     pthread_mutex_init(&ep->mu, NULL);

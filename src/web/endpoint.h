@@ -47,6 +47,7 @@ typedef struct web_endpoint_config {
                                    app_data are set by the endpoint */
     const char *secret;         /* JWT secret (copied) */
     const char *api_key;        /* copied */
+    bool dev;                   /* secret and key are development values */
     const char *version;        /* static */
     int drain_code;             /* 1012 */
     unsigned drain_batch;       /* WebSockets closed per interval: 500 */
