@@ -290,8 +290,8 @@ static int serve(int argc, char **argv)
     free(dev_key);
     if (!ep || web_endpoint_add_handler(ep, &web_room_channel) != WEB_OK) {
         fprintf(stderr, "roost: out of memory\n");
+        store_close(store); /* answers what is queued: the runtime must be up */
         rt_runtime_stop();
-        store_close(store);
         web_endpoint_free(ep);
         return 1;
     }
@@ -335,8 +335,8 @@ static int serve(int argc, char **argv)
             rt_reason_release(why);
     }
     if (rc != RT_OK) {
+        store_close(store); /* answers what is queued: the runtime must be up */
         rt_runtime_stop();
-        store_close(store);
         web_endpoint_free(ep);
         return 1;
     }
@@ -351,8 +351,8 @@ static int serve(int argc, char **argv)
             break;
         if (!rt_is_alive(sup)) {
             fprintf(stderr, "roost: the root supervisor stopped; exiting\n");
-            rt_runtime_stop();
             store_close(store);
+            rt_runtime_stop();
             web_endpoint_free(ep);
             return 1;
         }
@@ -360,12 +360,15 @@ static int serve(int argc, char **argv)
     /* Graceful shutdown (design §4): stop accepting and close the
      * WebSockets in batches with 1012 (rooms keep taking the changes
      * this causes), stop the tree (rooms, history), then close the
-     * store, which commits everything still queued before it returns. */
+     * store, which commits everything still queued before it returns,
+     * and last stop the runtime. */
     fprintf(stderr, "roost: %s, draining\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
     web_endpoint_drain(ep);
     rt_sup_stop_sync(sup, ecfg.drain_timeout_ms + 10000);
-    rt_runtime_stop();
+    /* The store's writer answers what is still queued through the
+     * runtime: close it while the runtime runs, then stop the runtime. */
     store_close(store);
+    rt_runtime_stop();
     web_endpoint_free(ep);
     fprintf(stderr, "roost: stopped\n");
     return 0;

@@ -54,7 +54,9 @@ int rt_runtime_start(const rt_config_t *cfg);
 
 /* Stops the runtime: every live process is killed (its terminate runs),
  * threads are joined and every runtime allocation is freed. External
- * thread; the runtime may be started again afterwards. */
+ * thread; the runtime may be started again afterwards. Every other
+ * thread that sends (I/O loops, a store's writer thread) must have
+ * stopped using the runtime first: the process table is freed here. */
 void rt_runtime_stop(void);
 
 /* Waits until no process is alive or timeout_ms passes (-1: forever).

@@ -193,11 +193,13 @@ H void setup_default(void)
 H void teardown_all(void)
 {
     stop_tree();
+    /* The store's writer thread answers through the runtime: close the
+     * store (joining that thread) before the runtime stops. */
+    store_close(st);
+    st = NULL;
     if (rt_up)
         rt_runtime_stop();
     rt_up = false;
-    store_close(st);
-    st = NULL;
     if (dir[0])
         nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
     dir[0] = '\0';
