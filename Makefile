@@ -59,7 +59,7 @@ TSAN_TESTS := $(notdir $(basename $(wildcard tests/unit/test_rt_sched*.c \
 # Keep test and bench objects: they are not throw-away intermediates.
 .SECONDARY:
 
-.PHONY: all deps run test unit check-asan check-tsan integration browser bench clean fuzz
+.PHONY: all deps run test unit check-asan check-tsan check-media integration browser bench clean fuzz
 
 all: $(BUILD)/roost $(TEST_BIN) $(BENCH_BIN)
 
@@ -117,6 +117,12 @@ endif
 integration: $(BUILD)/roost
 	@bash scripts/run-integration.sh
 
+# The media client against a real Janus, which tests/media/run.sh starts in
+# a private network namespace (root and unshare; exit 77 = skipped).
+check-media: $(BUILD)/tests/test_media_janus
+	@bash tests/media/run.sh bash scripts/run-tests.sh media $(BUILD)/tests/test_media_janus; \
+	    rc=$$?; [ $$rc -eq 77 ] && echo "check-media: skipped (needs root, unshare and janus)" || exit $$rc
+
 # Headless Chromium end-to-end tests of the demo page (tests/browser).
 browser: $(BUILD)/roost
 	@bash scripts/run-browser.sh
@@ -128,6 +134,7 @@ test: deps
 	-@$(MAKE) --no-print-directory unit
 	-@$(MAKE) --no-print-directory check-asan
 	-@$(MAKE) --no-print-directory check-tsan
+	-@$(MAKE) --no-print-directory check-media
 	-@$(MAKE) --no-print-directory integration
 	-@bash scripts/run-browser.sh
 	@bash scripts/test-summary.sh build/test-results.txt

@@ -14,6 +14,7 @@ PKGS=(
   libsqlite3-dev libssl-dev libcriterion-dev
   clang libclang-rt-dev
   chromium
+  janus
 )
 # Node.js may come from Debian (nodejs + npm) or from another packaging
 # that bundles npm (the two conflict): ask for Debian's only when no node

@@ -1,0 +1,764 @@
+/*
+ * media/janus.c — the Janus media client (media/janus.h has the contract).
+ */
+#include "media/janus.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <netdb.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#include "net/ws.h"
+
+/* ---- The connection: one reader thread per attempt ------------------------ */
+
+typedef struct conn {
+    rt_pid_t owner;
+    uint64_t gen;
+    char host[256], port[16], path[512];
+    int fd;                      /* -1 until connected */
+    pthread_mutex_t wmu;         /* serialises writes (process and pongs) */
+    pthread_t thread;
+    _Atomic bool stop;
+} conn_t;
+
+static void io_send(conn_t *c, uint32_t tag, char *text)
+{
+    rt_msg_t *m = rt_msg_new(tag);
+    if (!m) {
+        free(text);
+        return;
+    }
+    m->a = c->gen;
+    if (text)
+        rt_msg_set_data(m, text, RT_OWN_FREE);
+    rt_send_msg(c->owner, m);
+}
+
+/* Writes a masked client frame. Non-blocking: false if the socket would
+ * block or failed (the caller then treats the connection as lost). */
+static bool conn_write(conn_t *c, ws_opcode_t op, const void *payload, size_t len)
+{
+    uint8_t hdr[14];
+    size_t h = 0;
+    hdr[h++] = (uint8_t)(0x80u | (unsigned)op);
+    if (len < 126) {
+        hdr[h++] = (uint8_t)(0x80u | len);
+    } else if (len <= 0xffff) {
+        hdr[h++] = 0x80u | 126;
+        hdr[h++] = (uint8_t)(len >> 8);
+        hdr[h++] = (uint8_t)len;
+    } else {
+        hdr[h++] = 0x80u | 127;
+        for (int i = 7; i >= 0; i--)
+            hdr[h++] = (uint8_t)((uint64_t)len >> (8 * i));
+    }
+    uint32_t r = (uint32_t)random() ^ (uint32_t)rt_now_ns();
+    uint8_t mask[4] = {(uint8_t)r, (uint8_t)(r >> 8), (uint8_t)(r >> 16), (uint8_t)(r >> 24)};
+    memcpy(hdr + h, mask, 4);
+    h += 4;
+    uint8_t *buf = malloc(h + len);
+    if (!buf)
+        return false;
+    memcpy(buf, hdr, h);
+    const uint8_t *p = payload;
+    for (size_t i = 0; i < len; i++)
+        buf[h + i] = p[i] ^ mask[i & 3];
+    size_t total = h + len, off = 0;
+    bool ok = true;
+    pthread_mutex_lock(&c->wmu);
+    while (off < total) {
+        ssize_t n = c->fd < 0 ? -1 : send(c->fd, buf + off, total - off, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            ok = false;
+            break;
+        }
+        off += (size_t)n;
+    }
+    pthread_mutex_unlock(&c->wmu);
+    free(buf);
+    return ok;
+}
+
+static int dial(conn_t *c)
+{
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res = NULL;
+    if (getaddrinfo(c->host, c->port, &hints, &res) != 0)
+        return -1;
+    int fd = -1;
+    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
+        if (fd < 0)
+            continue;
+        if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0)
+            break;
+        close(fd);
+        fd = -1;
+    }
+    freeaddrinfo(res);
+    return fd;
+}
+
+/* Client handshake; leftover bytes after the response go to *rest. */
+static bool handshake(conn_t *c, int fd, uint8_t *buf, size_t cap, size_t *rest_off, size_t *rest_len)
+{
+    uint8_t raw[16];
+    for (int i = 0; i < 16; i++)
+        raw[i] = (uint8_t)(random() ^ (long)rt_now_ns());
+    static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    char key[25];
+    size_t k = 0;
+    for (int i = 0; i < 16; i += 3) {
+        uint32_t v = (uint32_t)raw[i] << 16 | (i + 1 < 16 ? (uint32_t)raw[i + 1] << 8 : 0) |
+                     (i + 2 < 16 ? raw[i + 2] : 0);
+        key[k++] = b64[(v >> 18) & 63];
+        key[k++] = b64[(v >> 12) & 63];
+        key[k++] = i + 1 < 16 ? b64[(v >> 6) & 63] : '=';
+        key[k++] = i + 2 < 16 ? b64[v & 63] : '=';
+    }
+    key[k] = 0;
+    char req[1024];
+    int n = snprintf(req, sizeof req,
+                     "GET %s HTTP/1.1\r\nHost: %s:%s\r\nUpgrade: websocket\r\n"
+                     "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
+                     "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: janus-protocol\r\n\r\n",
+                     c->path, c->host, c->port, key);
+    if (n <= 0 || (size_t)n >= sizeof req || send(fd, req, (size_t)n, MSG_NOSIGNAL) != n)
+        return false;
+    size_t have = 0;
+    for (;;) {
+        if (have + 1 >= cap)
+            return false;
+        ssize_t r = recv(fd, buf + have, cap - 1 - have, 0);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return false;
+        have += (size_t)r;
+        buf[have] = 0;
+        char *end = strstr((char *)buf, "\r\n\r\n");
+        if (!end)
+            continue;
+        size_t hlen = (size_t)(end - (char *)buf) + 4;
+        *end = 0;
+        char accept[WS_ACCEPT_LEN + 1];
+        if (ws_accept_key(key, strlen(key), accept) != 0)
+            return false;
+        if (strncmp((char *)buf, "HTTP/1.1 101", 12) != 0 || !strstr((char *)buf, accept) ||
+            !strcasestr((char *)buf, "janus-protocol"))
+            return false;
+        *rest_off = hlen;
+        *rest_len = have - hlen;
+        return true;
+    }
+}
+
+/* Parses server (unmasked) frames in buf[0..*len); delivers messages and
+ * answers pings; keeps an incomplete frame at the front. false = close. */
+static bool parse_frames(conn_t *c, uint8_t *buf, size_t *len, uint8_t **msg, size_t *msg_len)
+{
+    size_t off = 0;
+    for (;;) {
+        size_t avail = *len - off;
+        uint8_t *p = buf + off;
+        if (avail < 2)
+            break;
+        bool fin = p[0] & 0x80;
+        unsigned op = p[0] & 0x0f;
+        if (p[1] & 0x80)
+            return false; /* servers never mask */
+        uint64_t plen = p[1] & 0x7f;
+        size_t h = 2;
+        if (plen == 126) {
+            if (avail < 4)
+                break;
+            plen = (uint64_t)p[2] << 8 | p[3];
+            h = 4;
+        } else if (plen == 127) {
+            if (avail < 10)
+                break;
+            plen = 0;
+            for (int i = 0; i < 8; i++)
+                plen = plen << 8 | p[2 + i];
+            h = 10;
+        }
+        if (plen > 64u * 1024 * 1024)
+            return false;
+        if (avail < h + plen)
+            break;
+        const uint8_t *pl = p + h;
+        if (op == WS_OP_TEXT || op == WS_OP_BINARY || op == WS_OP_CONT) {
+            uint8_t *nm = realloc(*msg, *msg_len + plen + 1);
+            if (!nm)
+                return false;
+            *msg = nm;
+            memcpy(nm + *msg_len, pl, plen);
+            *msg_len += plen;
+            if (fin) {
+                nm[*msg_len] = 0;
+                io_send(c, JANUS_IO_MSG, (char *)nm);
+                *msg = NULL;
+                *msg_len = 0;
+            }
+        } else if (op == WS_OP_PING) {
+            conn_write(c, WS_OP_PONG, pl, plen);
+        } else if (op == WS_OP_CLOSE) {
+            return false;
+        }
+        off += h + plen;
+    }
+    memmove(buf, buf + off, *len - off);
+    *len -= off;
+    return true;
+}
+
+static void *conn_main(void *arg)
+{
+    conn_t *c = arg;
+    enum { CAP = 256 * 1024 };
+    uint8_t *buf = malloc(CAP);
+    uint8_t *msg = NULL;
+    size_t msg_len = 0;
+    int fd = buf ? dial(c) : -1;
+    size_t off = 0, len = 0;
+    if (fd >= 0 && handshake(c, fd, buf, CAP, &off, &len)) {
+        memmove(buf, buf + off, len);
+        pthread_mutex_lock(&c->wmu);
+        c->fd = fd;
+        pthread_mutex_unlock(&c->wmu);
+        io_send(c, JANUS_IO_UP, NULL);
+        while (!c->stop && parse_frames(c, buf, &len, &msg, &msg_len)) {
+            if (len >= CAP)
+                break;
+            ssize_t r = recv(fd, buf + len, CAP - len, 0);
+            if (r < 0 && errno == EINTR)
+                continue;
+            if (r <= 0)
+                break;
+            len += (size_t)r;
+        }
+    } else if (fd >= 0) {
+        close(fd);
+        fd = -1;
+    }
+    free(msg);
+    free(buf);
+    io_send(c, JANUS_IO_DOWN, NULL); /* the process joins us and closes fd */
+    return NULL;
+}
+
+/* ---- The process ------------------------------------------------------------ */
+
+typedef struct txn {
+    struct txn *next;
+    char id[24];
+    bool has_from;               /* a caller waits (else internal) */
+    rt_from_t from;
+    rt_pid_t owner;              /* attach: who will own the handle */
+    bool is_message;             /* "ack" is not final */
+    bool is_attach, is_detach, is_create;
+    uint64_t handle;             /* detach: which */
+    uint64_t started_ms;
+} txn_t;
+
+typedef struct handle {
+    uint64_t id;
+    rt_pid_t owner;
+    uint64_t mon;
+} handle_t;
+
+typedef struct janus {
+    janus_config_t cfg;
+    char *url;
+    char host[256], port[16], path[512];
+    conn_t *conn;                /* current attempt, or NULL */
+    uint64_t gen;
+    bool connected;              /* socket up */
+    uint64_t session;            /* 0 until "create" succeeded */
+    int backoff_ms;
+    uint64_t ka_timer, rc_timer;
+    uint64_t next_txn;
+    txn_t *txns;
+    handle_t *handles;
+    size_t nhandles, caphandles;
+} janus_t;
+
+static bool parse_url(janus_t *j, const char *url)
+{
+    if (strncmp(url, "ws://", 5) != 0)
+        return false;
+    const char *h = url + 5, *slash = strchr(h, '/');
+    const char *hend = slash ? slash : h + strlen(h);
+    const char *colon = memchr(h, ':', (size_t)(hend - h));
+    size_t hl = (size_t)((colon ? colon : hend) - h);
+    if (hl == 0 || hl >= sizeof j->host)
+        return false;
+    memcpy(j->host, h, hl);
+    j->host[hl] = 0;
+    if (colon) {
+        size_t pl = (size_t)(hend - colon - 1);
+        if (pl == 0 || pl >= sizeof j->port)
+            return false;
+        memcpy(j->port, colon + 1, pl);
+        j->port[pl] = 0;
+    } else {
+        strcpy(j->port, "80");
+    }
+    snprintf(j->path, sizeof j->path, "%s", slash ? slash : "/");
+    return true;
+}
+
+static void conn_start(janus_t *j)
+{
+    j->rc_timer = 0;
+    conn_t *c = calloc(1, sizeof *c);
+    if (!c)
+        rt_fail(rt_reason_new("enomem"));
+    c->owner = rt_self();
+    c->gen = ++j->gen;
+    c->fd = -1;
+    memcpy(c->host, j->host, sizeof c->host);
+    memcpy(c->port, j->port, sizeof c->port);
+    memcpy(c->path, j->path, sizeof c->path);
+    pthread_mutex_init(&c->wmu, NULL);
+    if (pthread_create(&c->thread, NULL, conn_main, c) != 0) {
+        pthread_mutex_destroy(&c->wmu);
+        free(c);
+        rt_fail(rt_reason_new("janus: cannot start reader thread"));
+    }
+    j->conn = c;
+}
+
+/* Stops and frees the current connection (joins its thread). */
+static void conn_end(janus_t *j)
+{
+    conn_t *c = j->conn;
+    if (!c)
+        return;
+    c->stop = true;
+    pthread_mutex_lock(&c->wmu);
+    if (c->fd >= 0)
+        shutdown(c->fd, SHUT_RDWR);
+    pthread_mutex_unlock(&c->wmu);
+    pthread_join(c->thread, NULL);
+    if (c->fd >= 0)
+        close(c->fd);
+    pthread_mutex_destroy(&c->wmu);
+    free(c);
+    j->conn = NULL;
+}
+
+static void notify(janus_t *j, uint32_t tag)
+{
+    if (j->cfg.notify != RT_NOPID) {
+        rt_msg_t *m = rt_msg_new(tag);
+        if (m) {
+            m->a = j->session;
+            rt_send_msg(j->cfg.notify, m);
+        }
+    }
+    rt_publish(JANUS_TOPIC, tag, NULL);
+}
+
+static void reply_text(rt_from_t from, const char *text)
+{
+    rt_msg_t *m = rt_msg_new(JANUS_REPLY);
+    char *copy = m ? strdup(text) : NULL;
+    if (!copy) {
+        rt_msg_free(m);
+        return;
+    }
+    rt_msg_set_data(m, copy, RT_OWN_FREE);
+    rt_reply(from, m);
+}
+
+static void reply_error(rt_from_t from, const char *reason)
+{
+    rt_msg_t *m = rt_msg_new(JANUS_REPLY);
+    if (!m)
+        return;
+    m->flags |= RT_MF_ERROR;
+    rt_msg_set_data(m, rt_reason_new(reason), RT_OWN_RC);
+    rt_reply(from, m);
+}
+
+static handle_t *handle_find(janus_t *j, uint64_t id)
+{
+    for (size_t i = 0; i < j->nhandles; i++)
+        if (j->handles[i].id == id)
+            return &j->handles[i];
+    return NULL;
+}
+
+static void handle_remove(janus_t *j, uint64_t id)
+{
+    handle_t *h = handle_find(j, id);
+    if (!h)
+        return;
+    rt_demonitor(h->mon);
+    *h = j->handles[--j->nhandles];
+}
+
+/* Sends obj (borrowed; transaction and session_id added) as a new
+ * transaction. Returns the txn or NULL (not connected / write failed). */
+static txn_t *send_request(janus_t *j, json_t *obj)
+{
+    if (!j->connected || !j->conn)
+        return NULL;
+    txn_t *t = calloc(1, sizeof *t);
+    if (!t)
+        return NULL;
+    snprintf(t->id, sizeof t->id, "r%llu", (unsigned long long)++j->next_txn);
+    t->started_ms = rt_now_ms();
+    json_object_set_new(obj, "transaction", json_string(t->id));
+    if (j->session)
+        json_object_set_new(obj, "session_id", json_integer((json_int_t)j->session));
+    char *text = json_dumps(obj, JSON_COMPACT);
+    bool ok = text && conn_write(j->conn, WS_OP_TEXT, text, strlen(text));
+    free(text);
+    if (!ok) {
+        free(t);
+        /* Janus is not reading: drop the connection, the reader reports DOWN. */
+        pthread_mutex_lock(&j->conn->wmu);
+        if (j->conn->fd >= 0)
+            shutdown(j->conn->fd, SHUT_RDWR);
+        pthread_mutex_unlock(&j->conn->wmu);
+        return NULL;
+    }
+    t->next = j->txns;
+    j->txns = t;
+    return t;
+}
+
+static void send_internal(janus_t *j, const char *janus, uint64_t handle, bool detach)
+{
+    json_t *o = json_pack("{s:s}", "janus", janus);
+    if (!o)
+        return;
+    if (handle)
+        json_object_set_new(o, "handle_id", json_integer((json_int_t)handle));
+    txn_t *t = send_request(j, o);
+    if (t && detach) {
+        t->is_detach = true;
+        t->handle = handle;
+    }
+    json_decref(o);
+}
+
+static void arm_keepalive(janus_t *j)
+{
+    rt_msg_t *m = rt_msg_new(JANUS_T_KEEPALIVE);
+    j->ka_timer = m ? rt_send_after(j->cfg.keepalive_ms, rt_self(), m) : 0;
+}
+
+/* Connection lost or session gone: fail everything, tell everyone, retry. */
+static void lost(janus_t *j)
+{
+    conn_end(j);
+    bool was_up = j->session != 0;
+    j->connected = false;
+    j->session = 0;
+    if (j->ka_timer)
+        rt_cancel_timer(j->ka_timer);
+    j->ka_timer = 0;
+    while (j->txns) {
+        txn_t *t = j->txns;
+        j->txns = t->next;
+        if (t->has_from)
+            reply_error(t->from, "janus_disconnected");
+        free(t);
+    }
+    for (size_t i = 0; i < j->nhandles; i++) {
+        rt_demonitor(j->handles[i].mon);
+        rt_msg_t *m = rt_msg_new(JANUS_DOWN);
+        if (m) {
+            m->a = j->handles[i].id;
+            rt_send_msg(j->handles[i].owner, m);
+        }
+    }
+    j->nhandles = 0;
+    if (was_up)
+        notify(j, JANUS_DOWN);
+    if (!j->rc_timer) {
+        rt_msg_t *m = rt_msg_new(JANUS_T_RECONNECT);
+        j->rc_timer = m ? rt_send_after(j->backoff_ms, rt_self(), m) : 0;
+        j->backoff_ms *= 2;
+        if (j->backoff_ms > j->cfg.backoff_max_ms)
+            j->backoff_ms = j->cfg.backoff_max_ms;
+    }
+}
+
+static txn_t *txn_take(janus_t *j, const char *id)
+{
+    for (txn_t **pp = &j->txns; *pp; pp = &(*pp)->next) {
+        if (strcmp((*pp)->id, id) == 0) {
+            txn_t *t = *pp;
+            *pp = t->next;
+            return t;
+        }
+    }
+    return NULL;
+}
+
+static txn_t *txn_find(janus_t *j, const char *id)
+{
+    for (txn_t *t = j->txns; t; t = t->next)
+        if (strcmp(t->id, id) == 0)
+            return t;
+    return NULL;
+}
+
+static void on_message(janus_t *j, const char *text)
+{
+    json_t *o = json_loads(text, 0, NULL);
+    if (!o)
+        return;
+    const char *kind = json_string_value(json_object_get(o, "janus"));
+    const char *tid = json_string_value(json_object_get(o, "transaction"));
+    uint64_t sender = (uint64_t)json_integer_value(json_object_get(o, "sender"));
+    if (!kind)
+        kind = "";
+    txn_t *t = tid ? txn_find(j, tid) : NULL;
+    if (t && strcmp(kind, "ack") == 0 && t->is_message) {
+        t = NULL; /* the event follows (or came first and the txn is gone) */
+        goto out;
+    }
+    if (t && (strcmp(kind, "success") == 0 || strcmp(kind, "error") == 0 ||
+              strcmp(kind, "ack") == 0 || strcmp(kind, "event") == 0)) {
+        txn_take(j, tid);
+        bool ok = strcmp(kind, "success") == 0;
+        uint64_t id = (uint64_t)json_integer_value(json_object_get(json_object_get(o, "data"), "id"));
+        if (t->is_create) {
+            if (!ok || !id) {
+                free(t);
+                lost(j);
+                goto out;
+            }
+            j->session = id;
+            j->backoff_ms = j->cfg.backoff_min_ms;
+            arm_keepalive(j);
+            notify(j, JANUS_UP);
+        } else if (t->is_attach && ok && id && t->has_from) {
+            handle_t *h;
+            if (j->nhandles == j->caphandles) {
+                size_t nc = j->caphandles ? 2 * j->caphandles : 16;
+                handle_t *nh = realloc(j->handles, nc * sizeof *nh);
+                if (!nh)
+                    rt_fail(rt_reason_new("enomem"));
+                j->handles = nh;
+                j->caphandles = nc;
+            }
+            h = &j->handles[j->nhandles++];
+            h->id = id;
+            h->owner = t->owner;
+            h->mon = rt_monitor(t->owner);
+        } else if (t->is_detach && ok) {
+            handle_remove(j, t->handle);
+        }
+        if (t->has_from)
+            reply_text(t->from, text);
+        free(t);
+        goto out;
+    }
+    if (strcmp(kind, "timeout") == 0) { /* Janus dropped our session */
+        lost(j);
+        goto out;
+    }
+    if (sender) {
+        handle_t *h = handle_find(j, sender);
+        if (h) {
+            rt_msg_t *m = rt_msg_new(JANUS_EVENT);
+            char *copy = m ? strdup(text) : NULL;
+            if (copy) {
+                m->a = sender;
+                rt_msg_set_data(m, copy, RT_OWN_FREE);
+                rt_send_msg(h->owner, m);
+            } else {
+                rt_msg_free(m);
+            }
+            if (strcmp(kind, "detached") == 0)
+                handle_remove(j, sender);
+        }
+    }
+out:
+    json_decref(o);
+}
+
+static rt_reason_t *janus_init(void *arg, void **state)
+{
+    const janus_config_t *cfg = arg;
+    janus_t *j = calloc(1, sizeof *j);
+    if (!j)
+        return rt_reason_new("enomem");
+    j->cfg = *cfg;
+    if (!j->cfg.keepalive_ms)
+        j->cfg.keepalive_ms = 25000;
+    if (!j->cfg.backoff_min_ms)
+        j->cfg.backoff_min_ms = 250;
+    if (!j->cfg.backoff_max_ms)
+        j->cfg.backoff_max_ms = 10000;
+    if (!j->cfg.txn_timeout_ms)
+        j->cfg.txn_timeout_ms = 60000;
+    j->backoff_ms = j->cfg.backoff_min_ms;
+    j->url = strdup(cfg->url ? cfg->url : "");
+    if (!j->url || !parse_url(j, j->url)) {
+        free(j->url);
+        free(j);
+        return rt_reason_fmt("janus: bad url %s (want ws://host:port/)", cfg->url ? cfg->url : "(null)");
+    }
+    j->cfg.url = j->url;
+    *state = j;
+    conn_start(j);
+    return NULL;
+}
+
+static int janus_call(void *state, rt_msg_t *req, rt_from_t from)
+{
+    janus_t *j = state;
+    if (req->tag == JANUS_STATUS) {
+        rt_msg_t *m = rt_msg_new(JANUS_STATUS);
+        if (m) {
+            m->a = j->session != 0;
+            m->b = j->session;
+            rt_reply(from, m);
+        }
+        return RT_REPLIED;
+    }
+    if (req->tag != JANUS_REQ || !req->data) {
+        reply_error(from, "janus_bad_request");
+        return RT_REPLIED;
+    }
+    if (!j->session) {
+        reply_error(from, "janus_unavailable");
+        return RT_REPLIED;
+    }
+    json_t *o = json_loads(req->data, 0, NULL);
+    const char *kind = o ? json_string_value(json_object_get(o, "janus")) : NULL;
+    if (!kind) {
+        json_decref(o);
+        reply_error(from, "janus_bad_request");
+        return RT_REPLIED;
+    }
+    bool is_message = strcmp(kind, "message") == 0, is_attach = strcmp(kind, "attach") == 0,
+         is_detach = strcmp(kind, "detach") == 0;
+    uint64_t handle = (uint64_t)json_integer_value(json_object_get(o, "handle_id"));
+    txn_t *t = send_request(j, o);
+    json_decref(o);
+    if (!t) {
+        reply_error(from, "janus_unavailable");
+        return RT_REPLIED;
+    }
+    t->has_from = true;
+    t->from = from;
+    t->is_message = is_message;
+    t->is_attach = is_attach;
+    t->owner = req->a ? (rt_pid_t)req->a : from.pid;
+    t->is_detach = is_detach;
+    t->handle = handle;
+    return RT_NOREPLY;
+}
+
+static void janus_info(void *state, rt_msg_t *m)
+{
+    janus_t *j = state;
+    switch (m->tag) {
+    case JANUS_IO_UP:
+        if (j->conn && m->a == j->conn->gen) {
+            j->connected = true;
+            json_t *o = json_pack("{s:s}", "janus", "create");
+            txn_t *t = o ? send_request(j, o) : NULL;
+            json_decref(o);
+            if (t)
+                t->is_create = true;
+        }
+        return;
+    case JANUS_IO_MSG:
+        if (j->conn && m->a == j->conn->gen && m->data)
+            on_message(j, m->data);
+        return;
+    case JANUS_IO_DOWN:
+        if (j->conn && m->a == j->conn->gen)
+            lost(j);
+        return;
+    case JANUS_T_RECONNECT:
+        if (m->ref == j->rc_timer && !j->conn)
+            conn_start(j);
+        return;
+    case JANUS_T_KEEPALIVE:
+        if (m->ref != j->ka_timer || !j->session)
+            return;
+        send_internal(j, "keepalive", 0, false);
+        /* Transactions Janus never answered (the caller timed out long ago). */
+        uint64_t now = rt_now_ms();
+        for (txn_t **pp = &j->txns; *pp;) {
+            txn_t *t = *pp;
+            if (now - t->started_ms > (uint64_t)j->cfg.txn_timeout_ms) {
+                *pp = t->next;
+                if (t->has_from)
+                    reply_error(t->from, "timeout");
+                free(t);
+            } else {
+                pp = &t->next;
+            }
+        }
+        arm_keepalive(j);
+        return;
+    default:
+        break;
+    }
+    if (m->kind == RT_MSG_DOWN) {
+        /* A handle owner exited: detach what it held. */
+        for (size_t i = 0; i < j->nhandles;) {
+            if (j->handles[i].mon == m->ref) {
+                uint64_t id = j->handles[i].id;
+                j->handles[i] = j->handles[--j->nhandles];
+                send_internal(j, "detach", id, false);
+            } else {
+                i++;
+            }
+        }
+    }
+}
+
+static void janus_terminate(void *state, rt_reason_t *reason)
+{
+    janus_t *j = state;
+    if (j->session && j->conn)
+        send_internal(j, "destroy", 0, false);
+    conn_end(j);
+    while (j->txns) {
+        txn_t *t = j->txns;
+        j->txns = t->next;
+        free(t);
+    }
+    free(j->handles);
+    free(j->url);
+    free(j);
+}
+
+const rt_behaviour_t janus_behaviour = RT_BEHAVIOUR(.name = "janus", .init = janus_init,
+                                                    .handle_call = janus_call,
+                                                    .handle_info = janus_info,
+                                                    .terminate = janus_terminate);
+
+rt_msg_t *janus_req_new(const char *json)
+{
+    rt_msg_t *m = rt_msg_new(JANUS_REQ);
+    char *copy = m ? strdup(json) : NULL;
+    if (!copy) {
+        rt_msg_free(m);
+        return NULL;
+    }
+    rt_msg_set_data(m, copy, RT_OWN_FREE);
+    return m;
+}

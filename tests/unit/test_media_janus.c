@@ -1,0 +1,226 @@
+/*
+ * test_media_janus.c — the Janus media client (media/janus.h) against a
+ * real Janus: session creation on connect, attach videoroom, create and
+ * destroy a room, detach, events routed to the handle's owner, and
+ * reconnection after Janus is killed (kill -9) and started again.
+ *
+ * Needs a Janus to talk to, which only tests/media/run.sh provides (in a
+ * private network namespace): it sets ROOST_JANUS_URL, ROOST_JANUS_CTL and
+ * ROOST_JANUS_DIR. Without them every test is skipped with a message, so
+ * a plain `make unit` stays green on a machine without Janus:
+ *
+ *   bash tests/media/run.sh build/tests/test_media_janus
+ */
+#include <criterion/criterion.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "media/janus.h"
+#include "rt/rt.h"
+
+static rt_inbox_t *ib;
+static rt_pid_t media;
+
+static const char *url(void) { return getenv("ROOST_JANUS_URL"); }
+
+static void need_janus(void)
+{
+    if (!url() || !getenv("ROOST_JANUS_CTL") || !getenv("ROOST_JANUS_DIR"))
+        cr_skip_test("no Janus here: run `bash tests/media/run.sh %s` to test the media client",
+                     "build/tests/test_media_janus");
+}
+
+static int janus_ctl(const char *what)
+{
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "bash '%s' %s '%s' >/dev/null 2>&1", getenv("ROOST_JANUS_CTL"),
+             what, getenv("ROOST_JANUS_DIR"));
+    return system(cmd);
+}
+
+/* The next info message with this tag (others are dropped), or NULL. */
+static rt_msg_t *wait_tag(uint32_t tag, int ms)
+{
+    uint64_t end = rt_now_ms() + (uint64_t)ms;
+    while (rt_now_ms() < end) {
+        rt_msg_t *m = rt_inbox_recv(ib, (int)(end - rt_now_ms()));
+        if (!m)
+            return NULL;
+        if (m->tag == tag)
+            return m;
+        rt_msg_free(m);
+    }
+    return NULL;
+}
+
+static void setup(void)
+{
+    need_janus();
+    cr_assert_eq(rt_runtime_start(NULL), RT_OK);
+    ib = rt_inbox_open(0);
+    cr_assert_not_null(ib);
+    janus_config_t cfg = {.url = url(), .notify = rt_inbox_pid(ib), .keepalive_ms = 1000,
+                          .backoff_min_ms = 100, .backoff_max_ms = 1000};
+    cr_assert_eq(rt_spawn(&janus_behaviour, &cfg, NULL, &media), RT_OK);
+    rt_msg_t *up = wait_tag(JANUS_UP, 5000);
+    cr_assert_not_null(up, "no JANUS_UP: the client did not create a session");
+    cr_assert_neq(up->a, 0);
+    rt_msg_free(up);
+}
+
+static void teardown(void)
+{
+    if (!ib)
+        return;
+    rt_inbox_close(ib);
+    ib = NULL;
+    rt_runtime_stop();
+}
+
+/* A request through the client; returns Janus's answer (decref it). */
+static json_t *request(const char *json)
+{
+    rt_msg_t *reply = NULL;
+    rt_msg_t *req = janus_req_new(json);
+    req->a = rt_inbox_pid(ib); /* the inbox owns the handles it attaches */
+    int rc = rt_call_sync(media, req, 5000, &reply);
+    cr_assert_eq(rc, RT_OK, "request %s: %s", json, rt_strerror(rc));
+    cr_assert_eq(reply->tag, JANUS_REPLY);
+    json_t *o = json_loads(reply->data, 0, NULL);
+    cr_assert_not_null(o);
+    rt_msg_free(reply);
+    return o;
+}
+
+static uint64_t attach(void)
+{
+    json_t *a = request("{\"janus\":\"attach\",\"plugin\":\"janus.plugin.videoroom\"}");
+    cr_assert_str_eq(json_string_value(json_object_get(a, "janus")), "success");
+    uint64_t h = (uint64_t)json_integer_value(json_object_get(json_object_get(a, "data"), "id"));
+    cr_assert_neq(h, 0);
+    json_decref(a);
+    return h;
+}
+
+static uint64_t create_room(uint64_t h)
+{
+    char req[256];
+    snprintf(req, sizeof req,
+             "{\"janus\":\"message\",\"handle_id\":%llu,\"body\":{\"request\":\"create\",\"publishers\":6}}",
+             (unsigned long long)h);
+    json_t *r = request(req);
+    json_t *data = json_object_get(json_object_get(r, "plugindata"), "data");
+    cr_assert_str_eq(json_string_value(json_object_get(data, "videoroom")), "created");
+    uint64_t room = (uint64_t)json_integer_value(json_object_get(data, "room"));
+    cr_assert_neq(room, 0);
+    json_decref(r);
+    return room;
+}
+
+static void status(bool *up, uint64_t *session)
+{
+    rt_msg_t *reply = NULL;
+    rt_msg_t *q = rt_msg_new(JANUS_STATUS);
+    cr_assert_eq(rt_call_sync(media, q, 5000, &reply), RT_OK);
+    *up = reply->a;
+    *session = reply->b;
+    rt_msg_free(reply);
+}
+
+static void create_attach_room_destroy(void)
+{
+    bool up;
+    uint64_t s;
+    status(&up, &s);
+    cr_assert(up);
+    uint64_t h = attach();
+    uint64_t room = create_room(h);
+
+    char req[256];
+    snprintf(req, sizeof req,
+             "{\"janus\":\"message\",\"handle_id\":%llu,\"body\":{\"request\":\"exists\",\"room\":%llu}}",
+             (unsigned long long)h, (unsigned long long)room);
+    json_t *e = request(req);
+    if (getenv("ROOST_TEST_DEBUG")) { char *dbg = json_dumps(e, 0); fprintf(stderr, "%s\n", dbg); free(dbg); }
+    cr_assert(json_is_true(json_object_get(json_object_get(json_object_get(e, "plugindata"), "data"),
+                                           "exists")));
+    json_decref(e);
+
+    snprintf(req, sizeof req,
+             "{\"janus\":\"message\",\"handle_id\":%llu,\"body\":{\"request\":\"destroy\",\"room\":%llu}}",
+             (unsigned long long)h, (unsigned long long)room);
+    json_t *d = request(req);
+    cr_assert_str_eq(json_string_value(json_object_get(
+                         json_object_get(json_object_get(d, "plugindata"), "data"), "videoroom")),
+                     "destroyed");
+    json_decref(d);
+
+    /* Janus's own errors come back as answers, not as failures. */
+    snprintf(req, sizeof req,
+             "{\"janus\":\"message\",\"handle_id\":%llu,\"body\":{\"request\":\"destroy\",\"room\":%llu}}",
+             (unsigned long long)h, (unsigned long long)room);
+    json_t *d2 = request(req);
+    cr_assert_not_null(json_object_get(json_object_get(json_object_get(d2, "plugindata"), "data"),
+                                       "error_code"));
+    json_decref(d2);
+
+    snprintf(req, sizeof req, "{\"janus\":\"detach\",\"handle_id\":%llu}", (unsigned long long)h);
+    json_t *x = request(req);
+    cr_assert_str_eq(json_string_value(json_object_get(x, "janus")), "success");
+    json_decref(x);
+
+    /* Keepalives (every second here) keep the session; it is still there. */
+    rt_msg_t *down = wait_tag(JANUS_DOWN, 2500);
+    cr_assert_null(down, "session lost while idle");
+    status(&up, &s);
+    cr_assert(up);
+}
+
+static void reconnects_after_janus_is_killed(void)
+{
+    bool up;
+    uint64_t s1, s2;
+    status(&up, &s1);
+    uint64_t h = attach();
+    create_room(h);
+
+    cr_assert_eq(janus_ctl("stop"), 0);
+    /* The handle's owner and the notify pid (both the inbox) hear of it. */
+    rt_msg_t *down = wait_tag(JANUS_DOWN, 5000);
+    cr_assert_not_null(down, "no JANUS_DOWN after Janus was killed");
+    rt_msg_free(down);
+    down = wait_tag(JANUS_DOWN, 1000);
+    cr_assert_not_null(down, "only one JANUS_DOWN (want handle owner + notify)");
+    rt_msg_free(down);
+
+    /* While Janus is away requests fail at once, they do not hang. */
+    rt_msg_t *reply = NULL;
+    int rc = rt_call_sync(media, janus_req_new("{\"janus\":\"attach\",\"plugin\":\"janus.plugin.videoroom\"}"),
+                          5000, &reply);
+    cr_assert_eq(rc, RT_EEXIT, "request while down: %s", rt_strerror(rc));
+    cr_assert_str_eq(rt_msg_reason(reply)->text, "janus_unavailable");
+    rt_msg_free(reply);
+    status(&up, &s2);
+    cr_assert_not(up);
+
+    cr_assert_eq(janus_ctl("start"), 0);
+    rt_msg_t *again = wait_tag(JANUS_UP, 10000);
+    cr_assert_not_null(again, "no JANUS_UP after Janus came back");
+    rt_msg_free(again);
+    status(&up, &s2);
+    cr_assert(up);
+    cr_assert_neq(s1, s2, "a new Janus gives a new session");
+
+    uint64_t h2 = attach();
+    create_room(h2);
+}
+
+/* One test, in this order: Criterion runs tests in parallel processes and
+ * the second part kills the one Janus both would share. */
+Test(media_janus, session_rooms_and_reconnect, .init = setup, .fini = teardown)
+{
+    create_attach_room_destroy();
+    reconnects_after_janus_is_killed();
+}
