@@ -5,7 +5,7 @@
  * (bench/phx_client.h), everything on one epoll loop, no threads.
  *
  * Usage:
- *   rooms_bench --scenario churn|crash|durable|restart --port P --secret S --api-key K [options]
+ *   rooms_bench --scenario churn|crash|durable|restart|viewers --port P --secret S --api-key K [options]
  *
  * Scenarios
  *   churn    --rooms N (2000) rooms run through --concurrency C (32) at
@@ -29,6 +29,17 @@
  *            over the rooms and sent on schedule: the acknowledgement
  *            latency (p50/p99/max) at that load (RESULT workload
  *            rooms_durable_rate).
+ *   viewers  --viewers V (10000) viewers (one WebSocket each) join one
+ *            room with {"role":"viewer"}, --window W (256) connecting or
+ *            joining at once; one participant publishes --messages M
+ *            (1000) `data` pushes of --size S (100) bytes at --rate R
+ *            (200; messages/s for this scenario) carrying their send time
+ *            and sequence number. Reports deliveries/s, latency
+ *            p50/p99/max (receive - send, both in this process), exact
+ *            losses (per viewer, total of V x M) and duplicates, and the
+ *            server's VmRSS per viewer (/proc/<--server-pid>/status before
+ *            and after the joins). M = 0 only joins (RESULT workload
+ *            rooms_viewers_join). Sockets heartbeat every 25 s.
  *   restart  --rooms N (10000) rooms created through REST, --with-status
  *            M (1000) of them with an acknowledged status; then kill -9
  *            of --server-pid, and the bench starts --roost serve again on
@@ -50,7 +61,8 @@
  * no argument it prints its usage and exits 0. Targets (docs, never
  * checked here): durable >= 20,000 acks/s with p99 <= 10 ms; 1,000
  * crashes restored within 100 ms; restart with 10,000 rooms serving
- * within 2 s.
+ * within 2 s; viewers >= 1,000,000 deliveries/s, no loss, p99 <= 20 ms,
+ * and <= 1.5 KB of server memory per viewer with 15,000.
  */
 #include <getopt.h>
 #include <inttypes.h>
@@ -64,8 +76,8 @@
 
 /* ---- Options ------------------------------------------------------------ */
 
-typedef enum { SC_CHURN, SC_CRASH, SC_DURABLE, SC_RESTART } scenario_t;
-static const char *const scenario_names[] = {"churn", "crash", "durable", "restart"};
+typedef enum { SC_CHURN, SC_CRASH, SC_DURABLE, SC_RESTART, SC_VIEWERS, SC_COUNT } scenario_t;
+static const char *const scenario_names[] = {"churn", "crash", "durable", "restart", "viewers"};
 
 static struct {
     scenario_t scenario;
@@ -82,6 +94,11 @@ static struct {
     double duration_s;
     double warmup_s;
     double rate;
+    bool rate_set;
+    long viewers;
+    long messages;
+    int size;
+    int window;
     long with_status;
     const char *roost;
     const char *data;
@@ -99,6 +116,10 @@ static struct {
     .duration_s = 5,
     .warmup_s = 1,
     .rate = 20000,
+    .viewers = 10000,
+    .messages = 1000,
+    .size = 100,
+    .window = 256,
     .with_status = 1000,
     .timeout_s = 180,
 };
@@ -1330,16 +1351,530 @@ static int run_restart(void)
     return failures || rc ? 1 : 0;
 }
 
+/* ---- Scenario: viewers ------------------------------------------------------------- */
+
+/* One room, --viewers V (10000) WebSockets joined as viewers ({"role":
+ * "viewer"}, one channel each: a socket can join a topic once) and one
+ * participant, the publisher, on its own socket. The server's resident
+ * memory (VmRSS of --server-pid) is read before the viewers join and once
+ * they all have, 300 ms later: bytes per viewer. Then the publisher sends
+ * --messages M (1000) `data` pushes of --size S (100) bytes (the JSON
+ * text of the data object) at --rate R (200) per second, on schedule;
+ * each carries its send time and sequence number:
+ *   {"rb_t": <CLOCK_MONOTONIC ns>, "rb_q": <0..M-1>, "p": "xxx..."}
+ * Every viewer receives {"from", "data"} and the bench (the same process,
+ * the same clock) records receive time - send time, and marks the
+ * sequence number in the viewer's bitmap: losses and duplicates are
+ * exact, per viewer and in total (expected V x M). The fan-out ends when
+ * every delivery arrived, or 10 s after the last send without progress,
+ * or at the deadline. M = 0 only joins (memory per viewer). Viewer
+ * messages are matched with memmem, not parsed, so that the bench can
+ * take millions per second on one thread; anything but data,
+ * room_status and presence is parsed and checked. */
+
+typedef enum { VW_IDLE, VW_CONNECTING, VW_JOINING, VW_JOINED, VW_GONE } vw_state_t;
+
+typedef struct viewer {
+    pc_conn_t *c;  /* NULL once closed (the loop frees it) */
+    uint64_t last_hb;
+    uint32_t got, dups;
+    uint8_t state;
+} viewer_t;
+
+static viewer_t *vw;
+static uint8_t *vw_seen; /* V bitmaps of M bits */
+static size_t vw_stride;
+static char vw_topic[160];
+static long vw_joined, vw_gone, vw_inflight, vw_bad, vw_errors, vw_closed_3008;
+static uint64_t vw_delivered, vw_dups, vw_last_recv, vw_first_recv;
+
+/* Latency histogram: 1 us buckets below 100 ms, 1 ms buckets up to 100 s
+ * (everything above goes to the last bucket); the max is kept exactly. */
+#define LH_FINE 100000u
+#define LH_COARSE 100000u
+static uint32_t *lh;
+static uint64_t lh_n, lh_max, lh_min = UINT64_MAX;
+
+static void lh_add(uint64_t ns)
+{
+    uint64_t us = ns / 1000;
+    size_t i;
+    if (us < LH_FINE) {
+        i = (size_t)us;
+    } else {
+        uint64_t k = (us - LH_FINE) / 1000;
+        i = LH_FINE + (size_t)(k < LH_COARSE - 1 ? k : LH_COARSE - 1);
+    }
+    lh[i]++;
+    lh_n++;
+    if (ns > lh_max)
+        lh_max = ns;
+    if (ns < lh_min)
+        lh_min = ns;
+}
+
+/* The p-th percentile (nearest rank), as the upper edge of its bucket
+ * (never above the max); 0 when empty. */
+static uint64_t lh_pct(double p)
+{
+    if (!lh_n)
+        return 0;
+    uint64_t rank = (uint64_t)((p / 100.0) * (double)lh_n + 0.999999);
+    if (rank < 1)
+        rank = 1;
+    if (rank > lh_n)
+        rank = lh_n;
+    uint64_t acc = 0;
+    for (size_t i = 0; i < LH_FINE + LH_COARSE; i++) {
+        acc += lh[i];
+        if (acc >= rank) {
+            uint64_t edge = i < LH_FINE ? ((uint64_t)i + 1) * 1000
+                                        : ((uint64_t)LH_FINE + ((uint64_t)(i - LH_FINE) + 1) * 1000) * 1000;
+            return edge < lh_max ? edge : lh_max;
+        }
+    }
+    return lh_max;
+}
+
+/* VmRSS of pid in kB, or -1. */
+static long vm_rss_kb(long pid)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%ld/status", pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    long kb = -1;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "VmRSS: %ld kB", &kb) == 1)
+            break;
+    fclose(f);
+    return kb;
+}
+
+static double loadavg1(void)
+{
+    double l = -1;
+    FILE *f = fopen("/proc/loadavg", "r");
+    if (f) {
+        if (fscanf(f, "%lf", &l) != 1)
+            l = -1;
+        fclose(f);
+    }
+    return l;
+}
+
+static void viewer_text(pc_conn_t *c, const char *text, size_t len)
+{
+    viewer_t *v = &vw[c->idx];
+    size_t head = len < 240 ? len : 240;
+    if (memmem(text, head, ",\"data\",{", 9)) {
+        uint64_t now = pc_now_ns();
+        const char *q = memmem(text, len, "\"rb_q\":", 7);
+        const char *t = memmem(text, len, "\"rb_t\":", 7);
+        if (!q || !t) {
+            if (vw_bad++ < 3)
+                fail("viewers: a data message without rb_q/rb_t: %.*s", (int)(len > 200 ? 200 : len), text);
+            return;
+        }
+        unsigned long long seq = strtoull(q + 7, NULL, 10);
+        unsigned long long sent = strtoull(t + 7, NULL, 10);
+        if (seq >= (unsigned long long)opt.messages) {
+            if (vw_bad++ < 3)
+                fail("viewers: a data message with rb_q %llu out of range", seq);
+            return;
+        }
+        uint8_t *bm = vw_seen + (size_t)c->idx * vw_stride;
+        uint8_t bit = (uint8_t)(1u << (seq & 7));
+        if (bm[seq >> 3] & bit) {
+            v->dups++;
+            vw_dups++;
+            return;
+        }
+        bm[seq >> 3] |= bit;
+        v->got++;
+        if (!vw_delivered)
+            vw_first_recv = now;
+        vw_delivered++;
+        vw_last_recv = now;
+        lh_add(now >= sent ? now - sent : 0);
+        return;
+    }
+    if (memmem(text, head, ",\"room_status\",", 15) || memmem(text, head, ",\"presence_diff\",", 17) ||
+        memmem(text, head, ",\"presence_state\",", 18))
+        return;
+    pc_msg_t m;
+    if (!pc_msg_parse(text, len, &m)) {
+        fail("viewer %ld: a message that is not a Phoenix V2 array: %.*s", c->idx,
+             (int)(len > 200 ? 200 : len), text);
+        return;
+    }
+    if (strcmp(m.event, "phx_reply") == 0 && m.ref && strcmp(m.ref, "1") == 0 &&
+        v->state == VW_JOINING) {
+        if (pc_reply_ok(&m)) {
+            v->state = VW_JOINED;
+            vw_joined++;
+        } else {
+            v->state = VW_GONE;
+            vw_gone++;
+            fail("viewers: join of viewer %ld refused: %s", c->idx, reply_reason(&m));
+        }
+        vw_inflight--;
+    } else if (strcmp(m.event, "phx_error") == 0 || strcmp(m.event, "phx_close") == 0) {
+        vw_errors++;
+        fail("viewers: %s on viewer %ld", m.event, c->idx);
+    }
+    pc_msg_free(&m);
+}
+
+static void viewer_event(pc_conn_t *c, pc_event_t ev)
+{
+    viewer_t *v = &vw[c->idx];
+    if (ev == PC_EV_OPEN) {
+        v->state = VW_JOINING;
+        pc_phx_send(c, "1", "1", vw_topic, "phx_join", "{\"role\":\"viewer\"}");
+        return;
+    }
+    v->c = NULL; /* freed by the loop after this callback */
+    if (v->state == VW_GONE)
+        return;
+    if (v->state != VW_JOINED)
+        vw_inflight--;
+    if (c->close_code == 3008)
+        vw_closed_3008++;
+    fail("viewers: viewer %ld's WebSocket closed (code %d) %s", c->idx, c->close_code,
+         v->state == VW_JOINED ? "while joined" : "before its join was answered");
+    v->state = VW_GONE;
+    vw_gone++;
+}
+
+/* The publisher: a participant on its own socket, replies counted. */
+static struct {
+    pc_conn_t *c;
+    bool open, joined, dead;
+    long acks, nacks;
+    unsigned serial;
+} pub;
+
+static void pub_text(pc_conn_t *c, const char *text, size_t len)
+{
+    (void)c;
+    size_t head = len < 240 ? len : 240;
+    if (memmem(text, head, ",\"room_status\",", 15) || memmem(text, head, ",\"presence_diff\",", 17) ||
+        memmem(text, head, ",\"presence_state\",", 18))
+        return;
+    pc_msg_t m;
+    if (!pc_msg_parse(text, len, &m))
+        return;
+    if (strcmp(m.event, "phx_reply") == 0 && m.ref && strcmp(m.ref, "hb") != 0) {
+        bool ok = pc_reply_ok(&m);
+        if (strcmp(m.ref, "1") == 0) {
+            pub.joined = ok;
+            if (!ok) {
+                pub.dead = true;
+                fail("viewers: the publisher's join was refused: %s", reply_reason(&m));
+            }
+        } else if (ok) {
+            pub.acks++;
+        } else {
+            pub.nacks++;
+            fail("viewers: a data push was refused: %s", reply_reason(&m));
+        }
+    } else if (strcmp(m.event, "phx_error") == 0 || strcmp(m.event, "phx_close") == 0) {
+        pub.dead = true;
+        fail("viewers: %s on the publisher", m.event);
+    }
+    pc_msg_free(&m);
+}
+
+static void pub_event(pc_conn_t *c, pc_event_t ev)
+{
+    if (ev == PC_EV_OPEN) {
+        pub.open = true;
+        pub.serial = 1;
+        pc_phx_send(c, "1", "1", vw_topic, "phx_join", "{}");
+    } else {
+        pub.open = false;
+        pub.c = NULL; /* freed by the loop after this callback */
+        if (pub.dead)
+            return;
+        pub.dead = true;
+        fail("viewers: the publisher's WebSocket closed (code %d)", c->close_code);
+    }
+}
+
+/* Sends data message seq; returns its size (the data object's JSON). */
+static int pub_send(long seq)
+{
+    char payload[4096], ref[32];
+    uint64_t now = pc_now_ns();
+    int n = snprintf(payload, sizeof payload, "{\"rb_t\":%" PRIu64 ",\"rb_q\":%ld,\"p\":\"", now, seq);
+    int pad = opt.size - n - 2;
+    if (pad > 0) {
+        memset(payload + n, 'x', (size_t)pad);
+        n += pad;
+    }
+    payload[n++] = '"';
+    payload[n++] = '}';
+    payload[n] = '\0';
+    snprintf(ref, sizeof ref, "%u", ++pub.serial);
+    pc_phx_send(pub.c, "1", ref, vw_topic, "data", payload);
+    return n;
+}
+
+/* The server closes a WebSocket that sent nothing for 60 s (1001, idle
+ * timeout; phoenix.js heartbeats every 30 s), and joining 10,000 viewers
+ * can take longer than that: every socket sends a heartbeat 25 s after
+ * its connect or its last heartbeat. A circular cursor looks at no more
+ * than 512 viewers per call, once per 20 ms, so the cost is bounded and
+ * the heartbeats are spread out. */
+#define VW_HB_NS 25000000000ull
+static long vw_hb_cursor;
+static uint64_t pub_last_hb;
+
+static void vw_heartbeats(uint64_t now)
+{
+    static uint64_t next_look;
+    if (now < next_look)
+        return;
+    next_look = now + 20000000u; /* every 20 ms: 512 x 50 = 25,600 viewers a second */
+    if (pub.c && pub.open && now - pub_last_hb > VW_HB_NS) {
+        pc_phx_send(pub.c, NULL, "hb", "phoenix", "heartbeat", "{}");
+        pub_last_hb = now;
+    }
+    for (int k = 0; k < 512 && opt.viewers > 0; k++) {
+        viewer_t *v = &vw[vw_hb_cursor];
+        vw_hb_cursor = (vw_hb_cursor + 1) % opt.viewers;
+        if (v->c && (v->state == VW_JOINING || v->state == VW_JOINED) && now - v->last_hb > VW_HB_NS) {
+            pc_phx_send(v->c, NULL, "hb", "phoenix", "heartbeat", "{}");
+            v->last_hb = now;
+        }
+    }
+}
+
+static int run_viewers(void)
+{
+    long V = opt.viewers, M = opt.messages;
+    double R = opt.rate_set ? opt.rate : 200;
+    if (opt.server_pid <= 0) {
+        fprintf(stderr, "rooms_bench: viewers needs --server-pid (the server's memory is read)\n");
+        return 2;
+    }
+    if (M > 0)
+        printf("rooms viewers: %ld viewers in one room, one publisher: %ld data messages of %d bytes "
+               "at %.0f/s (%.0f deliveries/s offered)\n",
+               V, M, opt.size, R, R * (double)V);
+    else
+        printf("rooms viewers: %ld viewers join one room (memory per viewer; no messages)\n", V);
+    double load_start = loadavg1();
+    if (!create_rooms(1, NULL))
+        return 1;
+    char rid[128];
+    room_id(0, rid, sizeof rid);
+    snprintf(vw_topic, sizeof vw_topic, "room:%s", rid);
+
+    /* The publisher joins first (the room is live and has a participant). */
+    char user[96];
+    snprintf(user, sizeof user, "%s-pub", opt.tag);
+    char *tok = pc_mint(opt.secret, user, "*", 3600);
+    pub.c = pc_ws_connect(&L, tok, pub_text, pub_event, NULL, 0);
+    pub_last_hb = pc_now_ns();
+    free(tok);
+    while (!pub.joined && !pub.dead && !expired())
+        pc_loop_run(&L, 10);
+    if (!pub.joined) {
+        fail("viewers: the publisher did not join");
+        return 1;
+    }
+    /* Let the join's announcements go out, then read the baseline. */
+    for (uint64_t end = pc_now_ns() + 300000000ull; pc_now_ns() < end && !expired();)
+        pc_loop_run(&L, 10);
+    long rss0 = vm_rss_kb(opt.server_pid);
+
+    vw = xcalloc((size_t)V, sizeof *vw);
+    vw_stride = (size_t)((M + 7) / 8);
+    vw_seen = xcalloc((size_t)V * (vw_stride ? vw_stride : 1), 1);
+    lh = xcalloc(LH_FINE + LH_COARSE, sizeof *lh);
+
+    /* Viewers connect and join, --window at a time (the listen backlog
+     * is finite: 10,000 SYNs at once would be dropped and retried 1 s
+     * later). */
+    uint64_t tj0 = pc_now_ns();
+    long next = 0;
+    while (vw_joined + vw_gone < V && !expired()) {
+        while (next < V && vw_inflight < opt.window) {
+            char vu[96];
+            snprintf(vu, sizeof vu, "%s-v-%ld", opt.tag, next);
+            tok = pc_mint(opt.secret, vu, "*", 3600);
+            vw[next].state = VW_CONNECTING;
+            vw[next].last_hb = pc_now_ns();
+            vw[next].c = pc_ws_connect(&L, tok, viewer_text, viewer_event, NULL, next);
+            free(tok);
+            if (vw[next].c && vw[next].c->state == PC_CLOSED && vw[next].state != VW_GONE) {
+                fail("viewers: cannot open socket %ld: %s", next, strerror(errno));
+                vw[next].state = VW_GONE;
+                vw_gone++;
+                next++;
+                continue;
+            }
+            vw_inflight++;
+            next++;
+        }
+        pc_loop_run(&L, 5);
+        vw_heartbeats(pc_now_ns());
+        if (failures > 0 && vw_gone > 0)
+            break; /* a refused join or a dropped socket: no point going on */
+    }
+    uint64_t join_el = pc_now_ns() - tj0;
+    if (vw_joined < V)
+        fail("viewers: %ld of %ld viewers joined", vw_joined, V);
+    printf("  %ld viewers joined in %.3f s (%.0f joins/s)\n", vw_joined, (double)join_el / 1e9,
+           (double)vw_joined / ((double)join_el / 1e9));
+    fflush(stdout);
+    for (uint64_t end = pc_now_ns() + 300000000ull; pc_now_ns() < end && !expired();)
+        pc_loop_run(&L, 10);
+    vw_heartbeats(pc_now_ns());
+    long rss1 = vm_rss_kb(opt.server_pid);
+    double bytes_per_viewer =
+        rss0 > 0 && rss1 > 0 && vw_joined > 0 ? (double)(rss1 - rss0) * 1024.0 / (double)vw_joined : -1;
+    printf("  server VmRSS %ld kB before, %ld kB with %ld viewers: %.0f bytes per viewer\n", rss0,
+           rss1, vw_joined, bytes_per_viewer);
+    fflush(stdout);
+
+    long sent = 0;
+    uint64_t t0 = 0, t_last_send = 0;
+    long rss2 = -1;
+    double load_pub = -1;
+    if (M > 0 && vw_joined == V && !failures) {
+        /* Open loop: message k goes out at t0 + k/R. At most one second
+         * of backlog is sent at once after a stall. */
+        t0 = pc_now_ns();
+        uint64_t expect = (uint64_t)V * (uint64_t)M;
+        uint64_t last_progress = t0, seen = 0;
+        while (!expired() && !pub.dead) {
+            uint64_t now = pc_now_ns();
+            if (sent < M) {
+                long due = (long)((double)(now - t0) / 1e9 * R) + 1;
+                if (due > M)
+                    due = M;
+                for (int burst = 0; sent < due && burst < (int)R + 1; burst++) {
+                    pub_send(sent++);
+                    t_last_send = pc_now_ns();
+                }
+                if (sent == M / 2 && load_pub < 0)
+                    load_pub = loadavg1();
+            } else {
+                if (vw_delivered >= expect && pub.acks + pub.nacks >= sent)
+                    break;
+                if (vw_delivered != seen) {
+                    seen = vw_delivered;
+                    last_progress = now;
+                } else if (now - last_progress > 10000000000ull) {
+                    break; /* 10 s without a delivery after the last send */
+                }
+            }
+            pc_loop_run(&L, 1);
+            vw_heartbeats(pc_now_ns());
+        }
+        if (load_pub < 0)
+            load_pub = loadavg1();
+        rss2 = vm_rss_kb(opt.server_pid);
+        if (sent < M)
+            fail("viewers: %ld of %ld messages sent by the deadline", sent, M);
+    }
+
+    /* Per viewer: exact losses and duplicates. */
+    uint64_t losses = 0;
+    long viewers_lossy = 0, viewers_dup = 0;
+    uint32_t worst = 0;
+    if (M > 0) {
+        for (long i = 0; i < V; i++) {
+            uint32_t lost = (uint32_t)M - vw[i].got;
+            losses += lost;
+            if (lost) {
+                viewers_lossy++;
+                if (lost > worst)
+                    worst = lost;
+            }
+            if (vw[i].dups)
+                viewers_dup++;
+        }
+        if (losses || vw_dups)
+            fail("viewers: %" PRIu64 " deliveries lost (%ld viewers), %" PRIu64 " duplicates", losses,
+                 viewers_lossy, vw_dups);
+    }
+    double span_s = vw_delivered && t0 ? (double)(vw_last_recv - t0) / 1e9 : 0;
+    metric_t m_fan[] = {
+        {"viewers", (double)V},
+        {"viewers_joined", (double)vw_joined},
+        {"s_to_join_all", (double)join_el / 1e9},
+        {"server_rss_kb_before", (double)rss0},
+        {"server_rss_kb_joined", (double)rss1},
+        {"server_bytes_per_viewer", bytes_per_viewer},
+        {"messages_sent", (double)sent},
+        {"publisher_acks", (double)pub.acks},
+        {"offered_deliveries_per_s", R * (double)V},
+        {"deliveries_expected", (double)V * (double)M},
+        {"deliveries", (double)vw_delivered},
+        {"deliveries_per_s", span_s > 0 ? (double)vw_delivered / span_s : 0},
+        {"s_first_send_to_last_delivery", span_s},
+        {"s_send_window", t_last_send > t0 ? (double)(t_last_send - t0) / 1e9 : 0},
+        {"losses", (double)losses},
+        {"viewers_with_loss", (double)viewers_lossy},
+        {"max_loss_one_viewer", (double)worst},
+        {"duplicates", (double)vw_dups},
+        {"viewers_with_duplicates", (double)viewers_dup},
+        {"ms_latency_min", lh_n ? pc_ms(lh_min) : 0},
+        {"ms_latency_p50", pc_ms(lh_pct(50))},
+        {"ms_latency_p99", pc_ms(lh_pct(99))},
+        {"ms_latency_p999", pc_ms(lh_pct(99.9))},
+        {"ms_latency_max", pc_ms(lh_max)},
+        {"server_rss_kb_after_fanout", (double)rss2},
+        {"closed_3008_slow_consumer", (double)vw_closed_3008},
+        {"load_avg_1m_start", load_start},
+        {"load_avg_1m_publishing", load_pub},
+        {"failures", (double)failures},
+    };
+    if (M > 0) {
+        report("rooms viewers fan-out (latency = receive - send, one clock)", m_fan,
+               (int)(sizeof m_fan / sizeof m_fan[0]));
+    } else {
+        metric_t m_join[] = {m_fan[0], m_fan[1], m_fan[2], m_fan[3], m_fan[4], m_fan[5],
+                             {"load_avg_1m_start", load_start}, {"failures", (double)failures}};
+        report_as("rooms_viewers_join", "rooms viewers join (server memory per viewer)", m_join,
+                  (int)(sizeof m_join / sizeof m_join[0]));
+    }
+
+    /* Close everything, a window at a time is not needed: the server
+     * sees EOFs. */
+    for (long i = 0; i < V; i++)
+        if (vw[i].c && !vw[i].c->dead) {
+            vw[i].state = VW_GONE;
+            pc_ws_close(vw[i].c, 1000);
+        }
+    if (pub.c && !pub.c->dead) {
+        pub.dead = true;
+        pc_ws_close(pub.c, 1000);
+    }
+    pc_loop_run(&L, 0);
+    free(vw);
+    free(vw_seen);
+    free(lh);
+    return failures ? 1 : 0;
+}
+
 /* ---- main --------------------------------------------------------------------------- */
 
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: rooms_bench --scenario churn|crash|durable|restart --port P --secret S --api-key K\n"
+            "usage: rooms_bench --scenario churn|crash|durable|restart|viewers --port P --secret S --api-key K\n"
             "                   [--host H] [--rooms N] [--crash K] [--concurrency C] [--sockets S]\n"
             "                   [--statuses N] [--http-conns H] [--duration-s T] [--warmup-s T]\n"
             "                   [--with-status M] [--roost PATH --data DIR --server-pid PID]\n"
-            "                   [--rate R] [--tag T] [--timeout-s T]\n");
+            "                   [--rate R] [--tag T] [--timeout-s T]\n"
+            "                   [--viewers V] [--messages M] [--size S] [--window W] (viewers; --rate\n"
+            "                   is then messages/s, default 200; needs --server-pid)\n");
 }
 
 int main(int argc, char **argv)
@@ -1355,6 +1890,8 @@ int main(int argc, char **argv)
         {"roost", required_argument, 0, 'r'},       {"data", required_argument, 0, 'D'},
         {"server-pid", required_argument, 0, 'P'},  {"tag", required_argument, 0, 'T'},
         {"timeout-s", required_argument, 0, 't'},   {"rate", required_argument, 0, 'R'},
+        {"viewers", required_argument, 0, 'V'},    {"messages", required_argument, 0, 'm'},
+        {"size", required_argument, 0, 'z'},       {"window", required_argument, 0, 'W'},
         {"help", no_argument, 0, '?'},
         {0, 0, 0, 0},
     };
@@ -1372,7 +1909,7 @@ int main(int argc, char **argv)
         switch (o) {
         case 'S':
             have_scenario = false;
-            for (int i = 0; i < 4; i++) {
+            for (int i = 0; i < SC_COUNT; i++) {
                 if (strcmp(optarg, scenario_names[i]) == 0) {
                     opt.scenario = (scenario_t)i;
                     have_scenario = true;
@@ -1401,7 +1938,11 @@ int main(int argc, char **argv)
         case 'P': opt.server_pid = atol(optarg); break;
         case 'T': snprintf(opt.tag, sizeof opt.tag, "%s", optarg); break;
         case 't': opt.timeout_s = atoi(optarg); break;
-        case 'R': opt.rate = atof(optarg); break;
+        case 'R': opt.rate = atof(optarg); opt.rate_set = true; break;
+        case 'V': opt.viewers = atol(optarg); break;
+        case 'm': opt.messages = atol(optarg); break;
+        case 'z': opt.size = atoi(optarg); break;
+        case 'W': opt.window = atoi(optarg); break;
         default:
             usage(o == '?' ? stdout : stderr);
             return 2;
@@ -1410,7 +1951,9 @@ int main(int argc, char **argv)
     if (!have_scenario || opt.port <= 0 || !opt.secret || !opt.api_key || opt.concurrency < 1 ||
         opt.sockets < 1 || opt.statuses < 1 || opt.http_conns < 1 || opt.duration_s <= 0 ||
         opt.warmup_s < 0 || opt.rate < 0 || opt.crash < 1 || opt.rooms == 0 || opt.rooms < -1 || opt.with_status < 0 ||
-        opt.timeout_s < 1) {
+        opt.timeout_s < 1 || opt.viewers < 1 || opt.messages < 0 || opt.messages > 100000000 ||
+        opt.size < 0 || opt.size > 3500 || opt.window < 1 ||
+        (opt.scenario == SC_VIEWERS && opt.rate_set && opt.rate <= 0)) {
         usage(stderr);
         return 2;
     }
@@ -1434,6 +1977,7 @@ int main(int argc, char **argv)
     case SC_CHURN: rc = run_churn(); break;
     case SC_CRASH: rc = run_crash(); break;
     case SC_DURABLE: rc = run_durable(); break;
+    case SC_VIEWERS: rc = run_viewers(); break;
     default: rc = run_restart(); break;
     }
     close(L.epfd);

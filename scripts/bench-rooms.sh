@@ -15,12 +15,23 @@
 #   restart  BENCH_RESTART_ROOMS (10000) rooms, kill -9, restart on the
 #            same --data: time until the server serves again (the bench
 #            kills this server and starts and stops the new one itself)
+#   viewers  BENCH_VIEWERS (10000) viewers join one room; one participant
+#            publishes BENCH_VIEWERS_MSGS (1000) data messages of
+#            BENCH_VIEWERS_SIZE (100) bytes at BENCH_VIEWERS_RATE (200)/s:
+#            deliveries/s, latency p50/p99/max (send and receive clocks in
+#            the bench), exact losses and duplicates, the server's VmRSS
+#            per viewer (the bench reads /proc/<server pid>/status)
+#   viewers-join  BENCH_VIEWERS_JOIN (15000) viewers join one room, no
+#            messages: the server's memory per viewer
 # Each prints a table and a `RESULT {json}` line. Targets (reported, never
 # asserted): >= 20,000 acks/s across 1,000 rooms with p99 <= 10 ms; 1,000
 # crashes restored within 100 ms; serving within 2 s of a restart with
-# 10,000 rooms. Exits non-zero if a scenario failed (an error reply, a
+# 10,000 rooms; viewer fan-out >= 1,000,000 deliveries/s with no loss and
+# p99 <= 20 ms; <= 1.5 KB of server memory per viewer with 15,000. Exits non-zero if a scenario failed (an error reply, a
 # lost state, a server that did not start or stop).
-# Usage: scripts/bench-rooms.sh [churn] [crash] [durable] [restart]
+# Each process (server, bench) stays under the 20,000 open-files limit:
+# a viewer is one WebSocket on each side.
+# Usage: scripts/bench-rooms.sh [churn] [crash] [durable] [restart] [viewers] [viewers-join]
 set -u
 cd "$(dirname "$0")/.."
 
@@ -94,6 +105,8 @@ trap 'stop_server >/dev/null 2>&1' EXIT
 
 run_scenario() {
   local name=$1; shift
+  local sc=$name
+  [ "$name" = viewers-join ] && sc=viewers
   start_server || return 1
   echo "== rooms $name (roost pid $server_pid, port $server_port)"
   local rc
@@ -104,6 +117,11 @@ run_scenario() {
       --roost "$ROOST_ABS" --data "$server_data" --server-pid "$server_pid" "$@"
     rc=$?
     stop_server killed || rc=1
+  elif [ "$sc" = viewers ]; then
+    "$BENCH" --scenario viewers --port "$server_port" --secret "$SECRET" --api-key "$KEY" \
+      --server-pid "$server_pid" "$@"
+    rc=$?
+    stop_server || rc=1
   else
     "$BENCH" --scenario "$name" --port "$server_port" --secret "$SECRET" --api-key "$KEY" "$@"
     rc=$?
@@ -114,7 +132,7 @@ run_scenario() {
 }
 
 scenarios=("$@")
-[ ${#scenarios[@]} -gt 0 ] || scenarios=(churn crash durable restart)
+[ ${#scenarios[@]} -gt 0 ] || scenarios=(churn crash durable restart viewers viewers-join)
 status=0
 for s in "${scenarios[@]}"; do
   case $s in
@@ -126,7 +144,12 @@ for s in "${scenarios[@]}"; do
                --duration-s "${BENCH_DURABLE_S:-5}" --rate "${BENCH_DURABLE_RATE:-20000}" \
                --timeout-s 120 || status=1 ;;
     restart) run_scenario restart --rooms "${BENCH_RESTART_ROOMS:-10000}" --timeout-s 120 || status=1 ;;
-    *) echo "bench-rooms: unknown scenario '$s' (churn, crash, durable, restart)" >&2; status=2 ;;
+    viewers) run_scenario viewers --viewers "${BENCH_VIEWERS:-10000}" \
+               --messages "${BENCH_VIEWERS_MSGS:-1000}" --size "${BENCH_VIEWERS_SIZE:-100}" \
+               --rate "${BENCH_VIEWERS_RATE:-200}" --timeout-s 180 || status=1 ;;
+    viewers-join) run_scenario viewers-join --viewers "${BENCH_VIEWERS_JOIN:-15000}" \
+               --messages 0 --window "${BENCH_VIEWERS_WINDOW:-512}" --timeout-s 400 || status=1 ;;
+    *) echo "bench-rooms: unknown scenario '$s' (churn, crash, durable, restart, viewers, viewers-join)" >&2; status=2 ;;
   esac
 done
 exit $status
