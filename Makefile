@@ -59,7 +59,7 @@ TSAN_TESTS := $(notdir $(basename $(wildcard tests/unit/test_rt_sched*.c \
 # Keep test and bench objects: they are not throw-away intermediates.
 .SECONDARY:
 
-.PHONY: all deps run test unit check-asan check-tsan check-media integration browser bench clean fuzz
+.PHONY: all deps run test unit check-asan check-tsan check-media integration browser browser-janus bench clean fuzz
 
 all: $(BUILD)/roost $(TEST_BIN) $(BENCH_BIN)
 
@@ -127,6 +127,12 @@ check-media: $(BUILD)/tests/test_media_janus
 browser: $(BUILD)/roost
 	@bash scripts/run-browser.sh
 
+# The same call through a real Janus (--media janus), inside the private
+# network namespace of tests/media/run.sh; Janus is killed mid-call.
+browser-janus: $(BUILD)/roost
+	@bash scripts/run-browser-janus.sh; \
+	    rc=$$?; [ $$rc -eq 77 ] && echo "browser-janus: skipped (needs root, unshare and janus)" || exit $$rc
+
 # Everything, in one command, from a fresh Debian machine.
 test: deps
 	@$(MAKE) -j$(NPROC) --no-print-directory all
@@ -137,6 +143,7 @@ test: deps
 	-@$(MAKE) --no-print-directory check-media
 	-@$(MAKE) --no-print-directory integration
 	-@bash scripts/run-browser.sh
+	-@$(MAKE) --no-print-directory browser-janus
 	@bash scripts/test-summary.sh build/test-results.txt
 
 bench: deps

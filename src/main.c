@@ -25,6 +25,9 @@
  *   --empty-timeout S    ROOST_EMPTY_TIMEOUT    300 s before a room nobody is
  *                                            connected to ends (default per room)
  *   --auto-create on|off ROOST_AUTO_CREATE      on: joining an unknown room creates it
+ *   --media none|janus   ROOST_MEDIA            none: peer to peer; janus: through a
+ *                                            Janus VideoRoom (docs/media.md)
+ *   --janus-url URL      ROOST_JANUS_URL        ws://127.0.0.1:8188 (janus mode)
  * With no secret or no API key, serve makes random development values
  * and prints them with a warning: tokens then die with the process.
  *
@@ -32,7 +35,8 @@
  * in this order and stopped in the reverse one: store (store/store.h),
  * history (domain/history.h), rooms and room_dir (domain/room.h; the
  * directory after the RoomsSupervisor so that it is stopped first), and
- * endpoint (web/endpoint.h). media comes with its module. The store is
+ * endpoint (web/endpoint.h); with --media janus, media (media/janus.h)
+ * between history and rooms. The store is
  * opened before the tree starts and closed after it stopped, so every
  * write queued by a room is committed before the process exits.
  */
@@ -49,6 +53,7 @@
 #include "domain/history.h"
 #include "domain/room.h"
 #include "domain/state.h"
+#include "media/janus.h"
 #include "rt/rt.h"
 #include "rt/rt_sup.h"
 #include "store/store.h"
@@ -187,6 +192,8 @@ static int serve(int argc, char **argv)
         {"--reconnect-grace", "ROOST_RECONNECT_GRACE", NULL},
         {"--empty-timeout", "ROOST_EMPTY_TIMEOUT", NULL},
         {"--auto-create", "ROOST_AUTO_CREATE", NULL},
+        {"--media", "ROOST_MEDIA", NULL},
+        {"--janus-url", "ROOST_JANUS_URL", NULL},
     };
     size_t nopts = sizeof opts / sizeof opts[0];
     int prc = parse_opts("serve", argc, argv, opts, nopts);
@@ -209,6 +216,21 @@ static int serve(int argc, char **argv)
         !onoff("serve", "--auto-create", opt_get(opts, nopts, "--auto-create"), true,
                &auto_create))
         return 2;
+    const char *media = opt_get(opts, nopts, "--media");
+    int media_mode = ROOM_MEDIA_NONE;
+    if (media && strcmp(media, "janus") == 0) {
+        media_mode = ROOM_MEDIA_JANUS;
+    } else if (media && strcmp(media, "none") != 0) {
+        fprintf(stderr, "roost serve: --media must be none or janus, not '%s'\n", media);
+        return 2;
+    }
+    const char *janus_url = opt_get(opts, nopts, "--janus-url");
+    if (!janus_url)
+        janus_url = "ws://127.0.0.1:8188";
+    if (strncmp(janus_url, "ws://", 5) != 0) {
+        fprintf(stderr, "roost serve: --janus-url must be ws://host:port[/path]\n");
+        return 2;
+    }
     const char *data = opt_get(opts, nopts, "--data");
     if (!data)
         data = "./data";
@@ -263,6 +285,7 @@ static int serve(int argc, char **argv)
         .empty_timeout_ms = (int)(empty * 1000),
         .auto_create = auto_create,
         .store = store,
+        .media = media_mode,
     });
 
     rt_config_t rcfg = {.schedulers = (unsigned)schedulers};
@@ -296,11 +319,14 @@ static int serve(int argc, char **argv)
         return 1;
     }
 
+    janus_config_t jcfg = {.url = janus_url, .notify = RT_NOPID};
     rt_child_spec_t children[] = {
         {.id = "store", .behaviour = &store_server, .arg = store, .restart = RT_PERMANENT,
          .shutdown_ms = 5000, .name = "store"},
         {.id = "history", .behaviour = &history_server, .restart = RT_PERMANENT,
          .shutdown_ms = 5000, .name = HISTORY_NAME},
+        {.id = "media", .behaviour = &janus_behaviour, .arg = &jcfg, .restart = RT_PERMANENT,
+         .shutdown_ms = 5000, .name = JANUS_NAME},
         {.id = "rooms", .behaviour = &rt_sup_behaviour, .arg = (void *)room_rooms_spec(),
          .restart = RT_PERMANENT, .is_supervisor = true, .name = ROOM_ROOMS_NAME},
         /* After rooms: stopped before it, so it never takes the rooms'
@@ -312,9 +338,13 @@ static int serve(int argc, char **argv)
          /* Its terminate drains the connections: give it the time. */
          .shutdown_ms = ecfg.drain_timeout_ms + 5000},
     };
+    size_t nchildren = sizeof children / sizeof children[0];
+    if (media_mode != ROOM_MEDIA_JANUS) { /* no media child: close the gap */
+        memmove(&children[2], &children[3], (nchildren - 3) * sizeof children[0]);
+        nchildren--;
+    }
     rt_sup_spec_t root = {.strategy = RT_ONE_FOR_ONE, .intensity = 3, .period_ms = 5000,
-                          .children = children,
-                          .nchildren = sizeof children / sizeof children[0]};
+                          .children = children, .nchildren = nchildren};
     rt_pid_t sup;
     rt_reason_t *why = NULL;
     rc = rt_sup_start_sync(&root, &sup, &why);

@@ -118,6 +118,7 @@ enum rq_kind {
     RQ_SYNC,      /* retry of what a LEAVE/DISCONNECT implied for user */
     RQ_EXPIRE,    /* a grace timer fired */
     RQ_END,
+    RQ_MEDIA,     /* a participant's media state (room_media.c) */
 };
 
 enum { SYNC_LEAVE = 1, SYNC_DISCONNECT };
@@ -194,6 +195,7 @@ typedef struct room {
     uint64_t cur_ref;       /* the call handle_call is looking at ... */
     bool cur_replied;       /* ... was answered during it (RT_REPLIED) */
     bool counted;           /* in ROOM__STAT_LIVE */
+    room_media_t *media;    /* --media janus only */
 } room_t;
 
 /* ---- small helpers ------------------------------------------------------------- */
@@ -711,6 +713,14 @@ static void apply(room_t *r, rq_t *q)
     case RQ_EXPIRE:
         apply_expire(r, q);
         break;
+    case RQ_MEDIA: {
+        json_t *patch = json_pack("{ss}", "media", q->note);
+        if (!r->ending && room_state_participant(r->st, q->user) &&
+            room_state_merge_status(r->st, q->user, patch) == ROOM_OK)
+            change(r, q, FX_STATUS);
+        json_decref(patch);
+        break;
+    }
     case RQ_END:
         if (r->ending || room_state_ended(r->st)) {
             reply_err(r, q, ROOM_EENDED);
@@ -836,6 +846,10 @@ static void effects(room_t *r, rq_t *q)
         record(r, "status_changed", tr->user, st);
         break;
     }
+    case RQ_MEDIA:
+        if (q->fx & FX_STATUS)
+            record(r, "media_status", q->user, json_pack("{ss}", "media", q->note));
+        break;
     case RQ_LEAVE:
     case RQ_DISCONNECT:
     case RQ_SYNC:
@@ -843,6 +857,8 @@ static void effects(room_t *r, rq_t *q)
         urt_t *u = q->user ? urt_get(r, q->user, false) : NULL;
         if (!u)
             break;
+        if (r->media && (q->fx & (FX_LEFT | FX_DISCONNECTED)))
+            room__media_gone(r->media, u->user);
         if (q->fx & FX_LEFT) {
             cancel_grace(u);
             u->presumed = false;
@@ -1298,6 +1314,7 @@ static void room_free(room_t *r)
         rt_rc_release(&r->view->rc);
     if (r->counted)
         room__count(ROOM__STAT_LIVE, -1);
+    room__media_free(r->media);
     free(r->id);
     free(r->topic);
     free(r);
@@ -1317,7 +1334,10 @@ static rt_reason_t *room_init(void *arg, void **state)
     r->grace_ms = room_config()->reconnect_grace_ms;
     r->salt = rt_make_ref() ^ rt_now_ns();
     r->backup = atomic_load_explicit(&boot->backup_pid, memory_order_acquire);
-    if (!r->id || !r->topic || !r->pjoins || !r->pleaves) {
+    if (room_config()->media == ROOM_MEDIA_JANUS)
+        r->media = room__media_new(r, boot->id);
+    if (!r->id || !r->topic || !r->pjoins || !r->pleaves ||
+        (room_config()->media == ROOM_MEDIA_JANUS && !r->media)) {
         room_free(r);
         return rt_reason_new("enomem");
     }
@@ -1332,6 +1352,45 @@ static rt_reason_t *room_init(void *arg, void **state)
     rt_await(r->load_ref);
     *state = r;
     return NULL;
+}
+
+/* Sends a signal payload to every connection of user; how many got it. */
+static uint64_t deliver_signal(room_t *r, const char *user, const char *text, size_t len)
+{
+    urt_t *u = urt_get(r, user, false);
+    uint64_t n = 0;
+    for (member_t *x = u ? u->members : NULL; x; x = x->unext) {
+        rt_msg_t *out = rt_msg_new(x->addr.tag);
+        char *copy = out ? malloc(len + 1) : NULL;
+        if (!copy) {
+            rt_msg_free(out);
+            continue;
+        }
+        memcpy(copy, text, len);
+        copy[len] = 0;
+        out->a = x->addr.word;
+        out->b = ROOM_DELIVER_SIGNAL;
+        rt_msg_set_data(out, copy, RT_OWN_FREE);
+        n += rt_send_msg(x->addr.pid, out) == RT_OK;
+    }
+    return n;
+}
+
+void room__media_deliver(void *room, const char *user, const char *json)
+{
+    deliver_signal(room, user, json, strlen(json));
+}
+
+void room__media_state(void *room, const char *user, const char *state)
+{
+    room_t *r = room;
+    rq_t *q = rq_new(RQ_MEDIA);
+    q->internal = true;
+    q->user = strdup(user);
+    q->note = strdup(state);
+    RT_ASSERT(q->user && q->note);
+    enqueue(r, q);
+    /* pumped by the handler that called into room_media */
 }
 
 static void room_terminate(void *state, rt_reason_t *reason)
@@ -1367,21 +1426,13 @@ static int room_call(void *state, rt_msg_t *req, rt_from_t from)
             rt_reply_val(from, (uint32_t)(int32_t)ROOM_ENOTMEMBER, 0, 0);
             return RT_REPLIED;
         }
-        urt_t *u = urt_get(r, tr->to, false);
-        uint64_t n = 0;
-        for (member_t *x = u ? u->members : NULL; x; x = x->unext) {
-            rt_msg_t *out = rt_msg_new(x->addr.tag);
-            char *copy = out ? malloc(tr->len + 1) : NULL;
-            if (!copy) {
-                rt_msg_free(out);
-                continue;
-            }
-            memcpy(copy, tr->text, tr->len + 1);
-            out->a = x->addr.word;
-            out->b = ROOM_DELIVER_SIGNAL;
-            rt_msg_set_data(out, copy, RT_OWN_FREE);
-            n += rt_send_msg(x->addr.pid, out) == RT_OK;
+        if (r->media && strcmp(tr->to, ROOM_MEDIA_PEER) == 0) {
+            int rc = room__media_signal(r->media, tr->user, tr->text, tr->len);
+            rt_reply_val(from, (uint32_t)(int32_t)rc, 1, 0);
+            pump(r); /* media state changes it queued */
+            return RT_REPLIED;
         }
+        uint64_t n = deliver_signal(r, tr->to, tr->text, tr->len);
         rt_reply_val(from, n ? ROOM_OK : (uint32_t)(int32_t)ROOM_ENOPEER, n, 0);
         return RT_REPLIED;
     }
@@ -1434,7 +1485,7 @@ static void room_info(void *state, rt_msg_t *m)
             loaded(r, m);
         else if (m->ref == r->write_ref && r->write_ref)
             written(r, m);
-        else
+        else if (!room__media_info(r->media, m))
             return;
         break;
     case RT_MSG_DOWN: {
@@ -1493,7 +1544,9 @@ static void room_info(void *state, rt_msg_t *m)
         }
         break;
     default:
-        return;
+        if (!room__media_info(r->media, m))
+            return;
+        break;
     }
     pump(r);
 }

@@ -99,7 +99,10 @@ typedef struct room_config {
     uint32_t room_period_ms;     /* ... within this period; 0 = 5000 */
     int store_timeout_ms;        /* a store_call; 0 = 5000 */
     struct store *store;         /* for stats only (may be NULL) */
+    int media;                   /* ROOM_MEDIA_NONE (p2p) or ROOM_MEDIA_JANUS */
 } room_config_t;
+
+enum { ROOM_MEDIA_NONE = 0, ROOM_MEDIA_JANUS = 1 };
 
 /* Copies cfg (defaults filled in). External thread, before the tree
  * starts; NULL resets to the defaults with auto_create on. */

@@ -111,4 +111,26 @@ static inline void room__count(int i, int64_t d)
     atomic_fetch_add_explicit(&room__stat[i], (uint64_t)d, memory_order_relaxed);
 }
 
+/* ---- Media (room_media.c): the room's side of a Janus VideoRoom -------------
+ * Only when room_config()->media == ROOM_MEDIA_JANUS. The RoomServer owns
+ * one room_media_t; everything runs in the RoomServer's process and never
+ * blocks: Janus requests are rt_call's to the media client whose answers
+ * come back through room__media_info. The media side calls the room back
+ * through the two functions below (room.c). */
+#define ROOM_MEDIA_PEER "media"   /* the `to` / `from` of signals with Janus */
+typedef struct room_media room_media_t;
+room_media_t *room__media_new(void *room, const char *room_id);
+void room__media_free(room_media_t *m);
+/* A client's signal to "media" (payload JSON with "from" = user). */
+int room__media_signal(room_media_t *m, const char *user, const char *json, size_t len);
+/* A message the RoomServer did not recognise: true if it was media's. */
+bool room__media_info(room_media_t *m, rt_msg_t *msg);
+/* user has no connection left (left or disconnected): drop its handles. */
+void room__media_gone(room_media_t *m, const char *user);
+/* Callbacks into room.c: deliver a "signal" payload to every connection
+ * of user; record user's media state (merged into status.media, durable,
+ * announced, in history as media_status). */
+void room__media_deliver(void *room, const char *user, const char *json);
+void room__media_state(void *room, const char *user, const char *state);
+
 #endif /* ROOST_DOMAIN_ROOM_INTERNAL_H */

@@ -16,6 +16,7 @@
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
 
+#include "domain/room.h"
 #include "net/ws.h"
 #include "web/channel.h"
 #include "web/jwt.h"
@@ -189,8 +190,9 @@ static void healthz(const web_api_t *api, web_api_response_t *res)
     web_channel_stats_t ws;
     web_channel_get_stats(&ws);
     web_api_json(res, 200,
-                 json_pack("{sssssIsIsI}", "status", "ok", "version",
-                           api->version ? api->version : "?", "uptime_ms",
+                 json_pack("{sssssssIsIsI}", "status", "ok", "media",
+                           room_config()->media == ROOM_MEDIA_JANUS ? "janus" : "none",
+                           "version", api->version ? api->version : "?", "uptime_ms",
                            (json_int_t)(rt_now_ms() - api->started_ms), "processes",
                            (json_int_t)st.processes, "sockets", (json_int_t)ws.sockets));
 }

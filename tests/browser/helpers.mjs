@@ -57,11 +57,11 @@ process.on('exit', () => { for (const p of running) p.kill('SIGKILL'); });
 /**
  * Starts `roost serve` on 127.0.0.1, port 0, with a fresh data directory.
  * dev: true -> no credentials given (development values, /dev/token);
- * false -> --secret and --api-key. Resolves to {url, port, stderr, stop()}.
+ * false -> --secret and --api-key; extraArgs are appended (e.g. --media janus). Resolves to {url, port, stderr, stop()}.
  */
-export async function startServer({ dev = true } = {}) {
+export async function startServer({ dev = true, extraArgs = [] } = {}) {
   const data = mkdtempSync(path.join(tmpdir(), 'roost-browser-'));
-  const args = ['serve', '--host', HOST, '--port', '0', '--data', data];
+  const args = ['serve', '--host', HOST, '--port', '0', '--data', data, ...extraArgs];
   if (!dev) args.push('--secret', 'browser-test-secret-0123456789', '--api-key', 'browser-test-key');
   const env = { ...process.env };
   delete env.ROOST_SECRET;

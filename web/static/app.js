@@ -8,6 +8,13 @@
 // offer starts a fresh session: the answerer drops any old connection when
 // one arrives, and the offerer makes a new one whenever the peer (re)joins.
 // window.roost exposes the live objects for tests and for poking around.
+//
+// Janus mode (the server says "media":"janus" in /healthz): the media goes
+// through roost's Janus VideoRoom and the page signals only with the
+// server, as the peer "media": it publishes once (its offer to "media",
+// the answer from "media") and gets one offer per other participant
+// ({from:"media", feed:"<user>", sdp}) that it answers with the same feed.
+// {from:"media", renegotiate:true} asks for a fresh publisher offer.
 import { Socket, Presence } from '/static/vendor/phoenix.mjs';
 
 const $ = (id) => document.getElementById(id);
@@ -24,6 +31,9 @@ let pendingIce = [];    // candidates that came before the remote description
 let signals = Promise.resolve(); // signals are handled one at a time, in order
 let roomState = null;
 const myStatus = { muted: false, camera: true };
+let mode = 'none';      // media mode of the server: 'none' or 'janus'
+let pubPc = null;       // janus: the publisher connection
+const subs = new Map(); // janus: feed user -> {pc, pendingIce}
 
 window.roost = {
   get pc() { return pc; },
@@ -31,6 +41,9 @@ window.roost = {
   get channel() { return channel; },
   get state() { return roomState; },
   get user() { return me; },
+  get mode() { return mode; },
+  get pubPc() { return pubPc; },
+  get subs() { return subs; },
 };
 
 // ---- joining ------------------------------------------------------------------
@@ -74,6 +87,10 @@ async function join(roomId, name, token) {
   me = name;
   room = roomId;
   if (!token) token = await devToken(name, roomId);
+  try {
+    const health = await (await fetch('/healthz')).json();
+    mode = health.media === 'janus' ? 'janus' : 'none';
+  } catch { mode = 'none'; }
 
   try {
     localStream = await navigator.mediaDevices.getUserMedia({ audio: true, video: true });
@@ -96,12 +113,13 @@ async function join(roomId, name, token) {
   presence.onJoin((id, current) => {
     // A new session with the peer each time it (re)joins: a reload shows
     // up as a second meta while the old one may still be listed.
-    if (id !== me && shouldOffer(id)) {
+    if (mode === 'none' && id !== me && shouldOffer(id)) {
       signals = signals.then(() => startSession(id, true)).catch(logError);
     }
   });
   presence.onLeave((id, current) => {
-    if (id === peer && current.metas.length === 0) endSession();
+    if (mode === 'janus' && current.metas.length === 0) dropFeed(id);
+    else if (id === peer && current.metas.length === 0) endSession();
   });
   presence.onSync(renderPeople);
 
@@ -112,6 +130,7 @@ async function join(roomId, name, token) {
       .receive('timeout', () => reject(new Error('join timed out')));
   });
 
+  if (mode === 'janus') signals = signals.then(publish).catch(logError);
   $('join').hidden = true;
   $('call').hidden = false;
   $('local-name').textContent = me;
@@ -122,6 +141,9 @@ async function join(roomId, name, token) {
 
 function leave(reload = true) {
   endSession();
+  pubPc?.close();
+  pubPc = null;
+  for (const f of [...subs.keys()]) dropFeed(f);
   channel?.leave();
   socket?.disconnect();
   localStream?.getTracks().forEach((t) => t.stop());
@@ -167,7 +189,7 @@ async function startSession(other, offer) {
 }
 
 function endSession() {
-  if (pc) pc.close();
+  if (pc && mode !== 'janus') pc.close();
   pc = null;
   peer = null;
   pendingIce = [];
@@ -177,7 +199,87 @@ function endSession() {
   renderFlags();
 }
 
-async function onSignal({ from, sdp, candidate }) {
+// ---- janus mode ----------------------------------------------------------------
+
+async function publish() {
+  pubPc?.close();
+  const conn = new RTCPeerConnection({ iceServers: [] });
+  pubPc = conn;
+  for (const track of localStream.getTracks()) conn.addTrack(track, localStream);
+  conn.onicecandidate = (e) => {
+    if (e.candidate && conn === pubPc) push('signal', { to: 'media', candidate: e.candidate.toJSON() });
+  };
+  conn.onconnectionstatechange = () => { if (conn === pubPc) setConn(`media: ${conn.connectionState}`); };
+  const desc = await conn.createOffer();
+  await conn.setLocalDescription(desc);
+  push('signal', { to: 'media', sdp: { type: desc.type, sdp: desc.sdp } });
+}
+
+function dropFeed(feed) {
+  const s = subs.get(feed);
+  if (!s) return;
+  s.pc.close();
+  subs.delete(feed);
+  if (peer === feed) endSession();
+}
+
+async function onMediaSignal({ feed, sdp, candidate, renegotiate }) {
+  if (renegotiate) {
+    for (const f of [...subs.keys()]) dropFeed(f);
+    await publish();
+    return;
+  }
+  if (!feed) { // the publisher connection
+    if (sdp?.type === 'answer' && pubPc?.signalingState === 'have-local-offer') {
+      await pubPc.setRemoteDescription(sdp);
+    } else if (candidate && pubPc) {
+      await pubPc.addIceCandidate(candidate).catch(logError);
+    }
+    return;
+  }
+  if (sdp?.type === 'offer') {
+    subs.get(feed)?.pc.close();
+    const conn = new RTCPeerConnection({ iceServers: [] });
+    const s = { pc: conn, pendingIce: [] };
+    subs.set(feed, s);
+    conn.onicecandidate = (e) => {
+      if (e.candidate && subs.get(feed) === s) push('signal', { to: 'media', feed, candidate: e.candidate.toJSON() });
+    };
+    conn.ontrack = (e) => {
+      if (subs.get(feed) !== s) return;
+      if (!peer || peer === feed) {
+        peer = feed;
+        pc = conn;
+        const v = $('remote-video');
+        const st = v.srcObject instanceof MediaStream && v.srcObject.__feed === feed ? v.srcObject : new MediaStream();
+        st.__feed = feed;
+        st.addTrack(e.track);
+        v.srcObject = st;
+        $('remote-placeholder').hidden = true;
+        $('remote-name').textContent = feed;
+        renderFlags();
+      }
+    };
+    await conn.setRemoteDescription(sdp);
+    for (const c of s.pendingIce) await conn.addIceCandidate(c).catch(logError);
+    s.pendingIce = [];
+    const answer = await conn.createAnswer();
+    await conn.setLocalDescription(answer);
+    push('signal', { to: 'media', feed, sdp: { type: answer.type, sdp: answer.sdp } });
+  } else if (candidate) {
+    const s = subs.get(feed);
+    if (!s) return;
+    if (s.pc.remoteDescription) await s.pc.addIceCandidate(candidate).catch(logError);
+    else s.pendingIce.push(candidate);
+  }
+}
+
+async function onSignal(msg) {
+  if (mode === 'janus') {
+    if (msg.from === 'media') await onMediaSignal(msg);
+    return;
+  }
+  const { from, sdp, candidate } = msg;
   if (sdp?.type === 'offer') {
     // Every offer opens a new session (the offerer only offers on a (re)join).
     const conn = newPeerConnection(from);
