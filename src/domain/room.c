@@ -758,6 +758,8 @@ static rt_buf_t *runtime_dump(room_t *r)
                               (json_int_t)u->grace_at, "members", ms);
         RT_ASSERT(x && json_object_set_new(users, u->user, x) == 0);
     }
+    if (r->media)
+        RT_ASSERT(json_object_set_new(o, "media", room__media_dump(r->media)) == 0);
     return dump_to_buf(o);
 }
 
@@ -1202,6 +1204,8 @@ static void restore(room_t *r, room_restore_t *rs)
             start_grace(r, u, grace_at > 0 ? grace_at - now : r->grace_ms);
         }
     }
+    if (r->media)
+        room__media_restore(r->media, json_object_get(rtj, "media"));
     json_decref(rtj);
     r->runtime_dirty = true;
     if (rs->crash) {
@@ -1393,8 +1397,18 @@ void room__media_state(void *room, const char *user, const char *state)
     /* pumped by the handler that called into room_media */
 }
 
+void room__media_dirty(void *room)
+{
+    ((room_t *)room)->runtime_dirty = true;
+}
+
 static void room_terminate(void *state, rt_reason_t *reason)
 {
+    room_t *r = state;
+    /* Ended for good (not a crash, which the supervisor restarts from the
+     * backup with the same Janus handles): let Janus drop them. */
+    if (r->media && reason && rt_reason_is(reason, RT_R_NORMAL))
+        room__media_release(r->media);
     room_free(state);
 }
 
@@ -1429,6 +1443,7 @@ static int room_call(void *state, rt_msg_t *req, rt_from_t from)
         if (r->media && strcmp(tr->to, ROOM_MEDIA_PEER) == 0) {
             int rc = room__media_signal(r->media, tr->user, tr->text, tr->len);
             rt_reply_val(from, (uint32_t)(int32_t)rc, 1, 0);
+            backup_runtime(r);
             pump(r); /* media state changes it queued */
             return RT_REPLIED;
         }
@@ -1487,6 +1502,8 @@ static void room_info(void *state, rt_msg_t *m)
             written(r, m);
         else if (!room__media_info(r->media, m))
             return;
+        else
+            backup_runtime(r);
         break;
     case RT_MSG_DOWN: {
         member_t *x = room_map_get_u(&r->mons, m->ref);
@@ -1546,6 +1563,7 @@ static void room_info(void *state, rt_msg_t *m)
     default:
         if (!room__media_info(r->media, m))
             return;
+        backup_runtime(r);
         break;
     }
     pump(r);

@@ -9,6 +9,8 @@
 
 #include <stdatomic.h>
 
+#include <jansson.h>
+
 #include "domain/room.h"
 
 /* `b` of an ok answer says what its data is. */
@@ -127,10 +129,19 @@ int room__media_signal(room_media_t *m, const char *user, const char *json, size
 bool room__media_info(room_media_t *m, rt_msg_t *msg);
 /* user has no connection left (left or disconnected): drop its handles. */
 void room__media_gone(room_media_t *m, const char *user);
+/* The media bookkeeping (Janus room, handle ids per participant) for the
+ * runtime the BackupServer holds, and back: a restarted RoomServer goes on
+ * with the same Janus handles (they are owned by the name room:<id>). */
+json_t *room__media_dump(const room_media_t *m);
+void room__media_restore(room_media_t *m, json_t *o);
+/* The room ended for good: detach every handle it owned. */
+void room__media_release(room_media_t *m);
 /* Callbacks into room.c: deliver a "signal" payload to every connection
  * of user; record user's media state (merged into status.media, durable,
  * announced, in history as media_status). */
 void room__media_deliver(void *room, const char *user, const char *json);
 void room__media_state(void *room, const char *user, const char *state);
+/* the media bookkeeping changed: the runtime goes to the backup again. */
+void room__media_dirty(void *room);
 
 #endif /* ROOST_DOMAIN_ROOM_INTERNAL_H */

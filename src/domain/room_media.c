@@ -66,6 +66,7 @@ typedef struct pend {
 struct room_media {
     void *room;
     char *id;
+    char name[ROOM_ID_MAX + 8]; /* "room:<id>": owns the Janus handles by name */
     uint64_t jroom;
     uint64_t ctl;
     int phase;           /* 0 nothing, 1 attaching/creating, 2 room ready */
@@ -151,6 +152,14 @@ static bool request(room_media_t *m, json_t *req, int kind, const char *user, co
     return true;
 }
 
+/* Handles belong to the room's registered name, not to this process: they
+ * survive a crash of the RoomServer (media/janus.h "Owned by name"). */
+static json_t *attach_req(room_media_t *m)
+{
+    return json_pack("{ssssss}", "janus", "attach", "plugin", JANUS_PLUGIN_VIDEOROOM, "owner",
+                     m->name);
+}
+
 static void deliver(room_media_t *m, const char *user, json_t *payload)
 {
     json_object_set_new(payload, "from", json_string(ROOM_MEDIA_PEER));
@@ -163,6 +172,7 @@ static void deliver(room_media_t *m, const char *user, json_t *payload)
 
 static void set_state(room_media_t *m, muser_t *u, const char *state)
 {
+    room__media_dirty(m->room);
     room__media_state(m->room, u->user, state);
 }
 
@@ -171,7 +181,7 @@ static void ensure_room(room_media_t *m)
     if (m->phase)
         return;
     m->phase = 1;
-    if (!request(m, json_pack("{ssss}", "janus", "attach", "plugin", JANUS_PLUGIN_VIDEOROOM),
+    if (!request(m, attach_req(m),
                  P_CTL_ATTACH, NULL, NULL))
         m->phase = 0; /* Janus not there: retried on JANUS_UP or the next offer */
 }
@@ -197,8 +207,7 @@ static void pub_step(room_media_t *m, muser_t *u)
         return;
     if (!u->pub) {
         if (!u->attaching) {
-            u->attaching = request(m, json_pack("{ssss}", "janus", "attach", "plugin",
-                                                JANUS_PLUGIN_VIDEOROOM),
+            u->attaching = request(m, attach_req(m),
                                    P_PUB_ATTACH, u->user, NULL);
             if (!u->attaching)
                 set_state(m, u, "failed");
@@ -226,8 +235,7 @@ static void sub_step(room_media_t *m, muser_t *u, muser_t *p)
     if (s->attaching || s->joined)
         return;
     if (!s->handle) {
-        s->attaching = request(m, json_pack("{ssss}", "janus", "attach", "plugin",
-                                            JANUS_PLUGIN_VIDEOROOM),
+        s->attaching = request(m, attach_req(m),
                                P_SUB_ATTACH, u->user, p->user);
         return;
     }
@@ -261,6 +269,7 @@ room_media_t *room__media_new(void *room, const char *room_id)
         return NULL;
     }
     m->jroom = hash_id(room_id);
+    snprintf(m->name, sizeof m->name, "%s%s", ROOM_TOPIC_PREFIX, room_id);
     rt_subscribe(JANUS_TOPIC);
     return m;
 }
@@ -309,6 +318,7 @@ void room__media_gone(room_media_t *m, const char *user)
     muser_t *u = *pp;
     if (!u)
         return;
+    room__media_dirty(m->room);
     *pp = u->next;
     detach(m, u->pub);
     for (msub_t *s = u->subs; s; s = s->next)
@@ -337,6 +347,7 @@ int room__media_signal(room_media_t *m, const char *user, const char *json, size
         return ROOM_EINVAL;
     }
     muser_t *u = user_get(m, user, true);
+    room__media_dirty(m->room);
     const char *feed = json_string_value(json_object_get(p, "feed"));
     json_t *sdp = json_object_get(p, "sdp");
     json_t *cand = json_object_get(p, "candidate");
@@ -569,6 +580,7 @@ bool room__media_info(room_media_t *m, rt_msg_t *msg)
                 continue;
             *pp = p->next;
             answered(m, p, msg);
+            room__media_dirty(m->room);
             free(p->user);
             free(p->feed);
             free(p);
@@ -578,15 +590,87 @@ bool room__media_info(room_media_t *m, rt_msg_t *msg)
     }
     switch (msg->tag) {
     case JANUS_EVENT:
+        room__media_dirty(m->room);
         janus_event(m, msg->a, msg->data);
         return true;
     case JANUS_DOWN:
+        room__media_dirty(m->room);
         janus_down(m);
         return true;
     case JANUS_UP:
+        room__media_dirty(m->room);
         janus_up(m);
         return true;
     default:
         return false;
     }
+}
+
+/* ---- the backup: what a restarted RoomServer continues with ------------------------ */
+
+json_t *room__media_dump(const room_media_t *m)
+{
+    json_t *users = json_object();
+    RT_ASSERT(users != NULL);
+    for (const muser_t *u = m->users; u; u = u->next) {
+        json_t *subs = json_object();
+        RT_ASSERT(subs != NULL);
+        for (const msub_t *s = u->subs; s; s = s->next)
+            if (s->handle)
+                RT_ASSERT(json_object_set_new(subs, s->feed,
+                                              json_pack("{sIsb}", "handle", (json_int_t)s->handle,
+                                                        "joined", s->joined)) == 0);
+        json_t *x = json_pack("{sIsIsbsbsbso}", "feed_id", (json_int_t)u->feed_id, "pub",
+                              (json_int_t)u->pub, "joined", u->joined, "up", u->up,
+                              "published", u->published, "subs", subs);
+        RT_ASSERT(x && json_object_set_new(users, u->user, x) == 0);
+    }
+    /* A room being created when the server died is created again. */
+    json_t *o = json_pack("{sIsIsisbsIso}", "jroom", (json_int_t)m->jroom, "ctl",
+                          (json_int_t)m->ctl, "phase", m->phase == 2 ? 2 : 0, "was_down",
+                          m->was_down, "next_feed", (json_int_t)m->next_feed, "users", users);
+    RT_ASSERT(o != NULL);
+    return o;
+}
+
+void room__media_restore(room_media_t *m, json_t *o)
+{
+    if (!json_is_object(o))
+        return;
+    m->jroom = (uint64_t)json_integer_value(json_object_get(o, "jroom"));
+    if (!m->jroom)
+        m->jroom = hash_id(m->id);
+    m->ctl = (uint64_t)json_integer_value(json_object_get(o, "ctl"));
+    m->phase = (int)json_integer_value(json_object_get(o, "phase")) == 2 ? 2 : 0;
+    m->was_down = json_is_true(json_object_get(o, "was_down"));
+    m->next_feed = (uint64_t)json_integer_value(json_object_get(o, "next_feed"));
+    const char *user;
+    json_t *x;
+    json_object_foreach(json_object_get(o, "users"), user, x) {
+        muser_t *u = user_get(m, user, true);
+        u->feed_id = (uint64_t)json_integer_value(json_object_get(x, "feed_id"));
+        u->pub = (uint64_t)json_integer_value(json_object_get(x, "pub"));
+        /* Requests in flight died with the old server: a publisher that
+         * was not joined yet waits for the client's next offer. */
+        u->joined = json_is_true(json_object_get(x, "joined")) && u->pub;
+        u->up = json_is_true(json_object_get(x, "up"));
+        u->published = json_is_true(json_object_get(x, "published"));
+        const char *feed;
+        json_t *sx;
+        json_object_foreach(json_object_get(x, "subs"), feed, sx) {
+            msub_t *s = sub_get(u, feed, true);
+            s->handle = (uint64_t)json_integer_value(json_object_get(sx, "handle"));
+            s->joined = json_is_true(json_object_get(sx, "joined"));
+        }
+        if (u->feed_id > m->next_feed)
+            m->next_feed = u->feed_id;
+    }
+}
+
+void room__media_release(room_media_t *m)
+{
+    rt_pid_t media = m ? rt_whereis(JANUS_NAME) : RT_NOPID;
+    rt_msg_t *msg = media ? janus_release_new(m->name) : NULL;
+    if (msg)
+        rt_send_msg(media, msg);
 }

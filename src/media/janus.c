@@ -265,6 +265,7 @@ typedef struct txn {
     bool has_from;               /* a caller waits (else internal) */
     rt_from_t from;
     rt_pid_t owner;              /* attach: who will own the handle */
+    char owner_name[64];         /* attach: ... or its registered name */
     bool is_message;             /* "ack" is not final */
     bool is_attach, is_detach, is_create;
     uint64_t handle;             /* detach: which */
@@ -273,9 +274,25 @@ typedef struct txn {
 
 typedef struct handle {
     uint64_t id;
-    rt_pid_t owner;
-    uint64_t mon;
+    rt_pid_t owner;              /* RT_NOPID when owned by name */
+    uint64_t mon;                /* 0 when owned by name */
+    char *name;                  /* owner's registered name, or NULL */
 } handle_t;
+
+/* Where a handle's messages go now: a named owner is looked up at each
+ * message (RT_NOPID while it is between two incarnations). */
+static rt_pid_t handle_owner(const handle_t *h)
+{
+    return h->name ? rt_whereis(h->name) : h->owner;
+}
+
+static void handle_forget(handle_t *h)
+{
+    if (h->mon)
+        rt_demonitor(h->mon);
+    free(h->name);
+    h->name = NULL;
+}
 
 typedef struct janus {
     janus_config_t cfg;
@@ -405,7 +422,7 @@ static void handle_remove(janus_t *j, uint64_t id)
     handle_t *h = handle_find(j, id);
     if (!h)
         return;
-    rt_demonitor(h->mon);
+    handle_forget(h);
     *h = j->handles[--j->nhandles];
 }
 
@@ -479,11 +496,12 @@ static void lost(janus_t *j)
         free(t);
     }
     for (size_t i = 0; i < j->nhandles; i++) {
-        rt_demonitor(j->handles[i].mon);
-        rt_msg_t *m = rt_msg_new(JANUS_DOWN);
+        rt_pid_t to = handle_owner(&j->handles[i]);
+        handle_forget(&j->handles[i]);
+        rt_msg_t *m = to ? rt_msg_new(JANUS_DOWN) : NULL;
         if (m) {
             m->a = j->handles[i].id;
-            rt_send_msg(j->handles[i].owner, m);
+            rt_send_msg(to, m);
         }
     }
     j->nhandles = 0;
@@ -560,8 +578,17 @@ static void on_message(janus_t *j, const char *text)
             }
             h = &j->handles[j->nhandles++];
             h->id = id;
-            h->owner = t->owner;
-            h->mon = rt_monitor(t->owner);
+            if (t->owner_name[0]) {
+                h->owner = RT_NOPID;
+                h->mon = 0;
+                h->name = strdup(t->owner_name);
+                if (!h->name)
+                    rt_fail(rt_reason_new("enomem"));
+            } else {
+                h->owner = t->owner;
+                h->mon = rt_monitor(t->owner);
+                h->name = NULL;
+            }
         } else if (t->is_detach && ok) {
             handle_remove(j, t->handle);
         }
@@ -576,19 +603,20 @@ static void on_message(janus_t *j, const char *text)
     }
     if (sender) {
         handle_t *h = handle_find(j, sender);
-        if (h) {
+        rt_pid_t to = h ? handle_owner(h) : RT_NOPID;
+        if (h && to) {
             rt_msg_t *m = rt_msg_new(JANUS_EVENT);
             char *copy = m ? strdup(text) : NULL;
             if (copy) {
                 m->a = sender;
                 rt_msg_set_data(m, copy, RT_OWN_FREE);
-                rt_send_msg(h->owner, m);
+                rt_send_msg(to, m);
             } else {
                 rt_msg_free(m);
             }
-            if (strcmp(kind, "detached") == 0)
-                handle_remove(j, sender);
         }
+        if (h && strcmp(kind, "detached") == 0)
+            handle_remove(j, sender);
     }
 out:
     json_decref(o);
@@ -652,6 +680,17 @@ static int janus_call(void *state, rt_msg_t *req, rt_from_t from)
     bool is_message = strcmp(kind, "message") == 0, is_attach = strcmp(kind, "attach") == 0,
          is_detach = strcmp(kind, "detach") == 0;
     uint64_t handle = (uint64_t)json_integer_value(json_object_get(o, "handle_id"));
+    char owner_name[64] = "";
+    const char *on = json_string_value(json_object_get(o, "owner"));
+    if (on) {
+        if (strlen(on) >= sizeof owner_name) {
+            json_decref(o);
+            reply_error(from, "janus_bad_request");
+            return RT_REPLIED;
+        }
+        snprintf(owner_name, sizeof owner_name, "%s", on);
+    }
+    json_object_del(o, "owner"); /* ours, not Janus's */
     txn_t *t = send_request(j, o);
     json_decref(o);
     if (!t) {
@@ -663,6 +702,7 @@ static int janus_call(void *state, rt_msg_t *req, rt_from_t from)
     t->is_message = is_message;
     t->is_attach = is_attach;
     t->owner = req->a ? (rt_pid_t)req->a : from.pid;
+    memcpy(t->owner_name, owner_name, sizeof owner_name);
     t->is_detach = is_detach;
     t->handle = handle;
     return RT_NOREPLY;
@@ -689,6 +729,14 @@ static void janus_info(void *state, rt_msg_t *m)
     case JANUS_IO_DOWN:
         if (j->conn && m->a == j->conn->gen)
             lost(j);
+        return;
+    case JANUS_RELEASE:
+        /* A named owner is gone for good: detach what it held. The handles
+         * stay listed until Janus confirms, so its "detached" events still
+         * reach whoever holds the name (usually nobody any more). */
+        for (size_t i = 0; m->data && i < j->nhandles; i++)
+            if (j->handles[i].name && strcmp(j->handles[i].name, m->data) == 0)
+                send_internal(j, "detach", j->handles[i].id, true);
         return;
     case JANUS_T_RECONNECT:
         if (m->ref == j->rc_timer && !j->conn)
@@ -719,7 +767,7 @@ static void janus_info(void *state, rt_msg_t *m)
     if (m->kind == RT_MSG_DOWN) {
         /* A handle owner exited: detach what it held. */
         for (size_t i = 0; i < j->nhandles;) {
-            if (j->handles[i].mon == m->ref) {
+            if (j->handles[i].mon && j->handles[i].mon == m->ref) {
                 uint64_t id = j->handles[i].id;
                 j->handles[i] = j->handles[--j->nhandles];
                 send_internal(j, "detach", id, false);
@@ -741,6 +789,8 @@ static void janus_terminate(void *state, rt_reason_t *reason)
         j->txns = t->next;
         free(t);
     }
+    for (size_t i = 0; i < j->nhandles; i++)
+        free(j->handles[i].name);
     free(j->handles);
     free(j->url);
     free(j);
@@ -755,6 +805,18 @@ rt_msg_t *janus_req_new(const char *json)
 {
     rt_msg_t *m = rt_msg_new(JANUS_REQ);
     char *copy = m ? strdup(json) : NULL;
+    if (!copy) {
+        rt_msg_free(m);
+        return NULL;
+    }
+    rt_msg_set_data(m, copy, RT_OWN_FREE);
+    return m;
+}
+
+rt_msg_t *janus_release_new(const char *owner_name)
+{
+    rt_msg_t *m = rt_msg_new(JANUS_RELEASE);
+    char *copy = m ? strdup(owner_name) : NULL;
     if (!copy) {
         rt_msg_free(m);
         return NULL;

@@ -41,6 +41,16 @@
  * if not 0, names the owner instead of the caller (rt_call_sync calls
  * from a short-lived helper; an inbox names itself).
  *
+ * Owned by name. An attach request may carry "owner": "<registered
+ * name>" (at most 63 bytes; removed before the request goes to Janus):
+ * the handle then belongs to whoever holds that name when a message about
+ * it arrives (looked up with rt_whereis at each one; dropped while nobody
+ * does), and it is not monitored: it survives its owner's crash and
+ * restart (a RoomServer restarted by its supervisor re-registers
+ * room:<id> and carries on with the same handles). Such handles are
+ * detached by an explicit "detach", or all at once with JANUS_RELEASE
+ * (data = the name) when the owner ends for good.
+ *
  * Connection. On (re)connect the client creates the session and sends
  * JANUS_UP {a = session id} to cfg->notify (if set) and publishes it on
  * topic JANUS_TOPIC; when the connection drops or Janus says the session
@@ -69,6 +79,8 @@ enum {
     JANUS_DOWN,           /* info / publish: the session and every handle are gone */
     JANUS_STATUS,         /* call: reply JANUS_STATUS a = connected (0/1), b = session id,
                              data = NULL; for tests and /metrics */
+    JANUS_RELEASE,        /* info: data = an owner name (RT_OWN_FREE); detaches every
+                             handle owned by that name */
     /* internal */
     JANUS_IO_UP,
     JANUS_IO_MSG,
@@ -92,5 +104,8 @@ extern const rt_behaviour_t janus_behaviour;
 
 /* A JANUS_REQ call message carrying a copy of json (NULL on ENOMEM). */
 rt_msg_t *janus_req_new(const char *json);
+/* A JANUS_RELEASE message for owner_name (NULL on ENOMEM); send it with
+ * rt_send_msg to the client. */
+rt_msg_t *janus_release_new(const char *owner_name);
 
 #endif

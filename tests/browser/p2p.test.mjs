@@ -145,3 +145,75 @@ test('the second participant leaves and joins again: media flows again', async (
   console.log(`after rejoin alice<-bob: ${JSON.stringify(a)}`);
   console.log(`after rejoin bob<-alice: ${JSON.stringify(b)}`);
 });
+
+// POST /api/rooms/:id/crash with the (development) API key roost printed.
+async function crashRoom(id) {
+  const m = /development API key: (\S+)/.exec(srv.stderr);
+  assert.ok(m, 'no development API key in roost\'s stderr');
+  const res = await fetch(`${srv.url}/api/rooms/${encodeURIComponent(id)}/crash`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${m[1]}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ reason: 'browser test crash' }),
+  });
+  assert.equal(res.status, 202, await res.text());
+}
+
+// Counts the channel's errors and join replies from now on (the join push's
+// "ok" hooks fire again on every rejoin; installing one fires it once now).
+function watchChannel(page) {
+  return page.evaluate(() => {
+    const ch = window.roost.channel;
+    window.__crash = { errors: 0, joins: 0, pc: window.roost.pc };
+    ch.onError(() => { window.__crash.errors += 1; });
+    ch.joinPush.receive('ok', () => { window.__crash.joins += 1; });
+    return window.__crash.joins;
+  });
+}
+
+function shownState(page) {
+  return page.evaluate(() => {
+    const st = window.roost.state;
+    const parts = {};
+    for (const [u, p] of Object.entries(st.participants || {})) {
+      parts[u] = { connected: p.connected, status: { muted: p.status?.muted, camera: p.status?.camera } };
+    }
+    return {
+      status: st.status, participants: parts,
+      badge: document.getElementById('room-status').className,
+      meta: document.getElementById('room-meta').textContent.replace(/^v\d+ · /, ''),
+      people: [...document.querySelectorAll('#people li')].map((li) => li.textContent),
+    };
+  });
+}
+
+test('a RoomServer crash mid-call: both pages rejoin, the room is as before, media keeps flowing', async () => {
+  const pages = { alice, bob };
+  const before = {};
+  for (const [name, page] of Object.entries(pages)) {
+    const s = await mediaFlows(page, name === 'alice' ? 'bob' : 'alice', `${name} before the crash`);
+    before[name] = { state: await shownState(page), frames: s.framesDecoded, joins: await watchChannel(page) };
+  }
+  assert.equal(before.bob.state.status, 'active');
+  assert.equal(before.bob.state.participants.alice.status.muted, true);
+  await crashRoom(ROOM);
+  for (const [name, page] of Object.entries(pages)) {
+    await waitUntil(() => page.evaluate((j) => ({
+      ok: window.__crash.errors > 0 && window.__crash.joins > j && window.roost.channel.state === 'joined',
+      ...window.__crash, pc: undefined, state: window.roost.channel.state,
+    }), before[name].joins), { timeoutMs: 15000, label: `${name} rejoined after the crash` });
+  }
+  for (const [name, page] of Object.entries(pages)) {
+    await waitUntil(async () => {
+      const now = await shownState(page);
+      return { ok: JSON.stringify(now) === JSON.stringify(before[name].state), now, was: before[name].state };
+    }, { timeoutMs: 5000, label: `${name} shows the room as before the crash` });
+    // The same peer connection, still decoding: more frames than before.
+    const after = await waitUntil(async () => {
+      const s = await inbound(page);
+      s.samePc = await page.evaluate(() => window.roost.pc === window.__crash.pc);
+      s.ok = s.samePc && s.framesDecoded > before[name].frames + 30;
+      return s;
+    }, { timeoutMs: 10000, label: `${name} keeps decoding across the crash` });
+    console.log(`${name} frames across the crash: ${before[name].frames} -> ${after.framesDecoded}`);
+  }
+});

@@ -1,8 +1,10 @@
 /*
  * test_media_janus.c — the Janus media client (media/janus.h) against a
  * real Janus: session creation on connect, attach videoroom, create and
- * destroy a room, detach, events routed to the handle's owner, and
- * reconnection after Janus is killed (kill -9) and started again.
+ * destroy a room, detach, events routed to the handle's owner, handles
+ * owned by a registered name (they survive the owner's death, follow the
+ * name to its next holder and go with JANUS_RELEASE), and reconnection
+ * after Janus is killed (kill -9) and started again.
  *
  * Needs a Janus to talk to, which only tests/media/run.sh provides (in a
  * private network namespace): it sets ROOST_JANUS_URL, ROOST_JANUS_CTL and
@@ -13,6 +15,7 @@
  */
 #include <criterion/criterion.h>
 #include <jansson.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -178,6 +181,86 @@ static void create_attach_room_destroy(void)
     cr_assert(up);
 }
 
+/* A process registered under a name (spawn option) that forwards what
+ * the media client sends it to the test's inbox. */
+static rt_reason_t *fwd_init(void *arg, void **state)
+{
+    *state = arg;
+    return NULL;
+}
+
+static void fwd_info(void *state, rt_msg_t *m)
+{
+    rt_msg_t *out = rt_msg_new(m->tag);
+    if (!out)
+        return;
+    out->a = m->a;
+    if (m->data && m->tag == JANUS_EVENT)
+        rt_msg_set_data(out, strdup(m->data), RT_OWN_FREE);
+    rt_send_msg((rt_pid_t)(uintptr_t)state, out);
+}
+
+static const rt_behaviour_t fwd_behaviour = RT_BEHAVIOUR(.name = "fwd", .init = fwd_init,
+                                                         .handle_info = fwd_info);
+
+#define OWNER_NAME "room:test-owner"
+
+static rt_pid_t spawn_owner(void)
+{
+    rt_spawn_opts_t o = {.name = OWNER_NAME};
+    rt_pid_t pid;
+    cr_assert_eq(rt_spawn(&fwd_behaviour, (void *)(uintptr_t)rt_inbox_pid(ib), &o, &pid), RT_OK);
+    uint64_t end = rt_now_ms() + 2000;
+    while (rt_whereis(OWNER_NAME) != pid && rt_now_ms() < end)
+        rt_inbox_recv(ib, 5); /* nothing is expected here meanwhile */
+    cr_assert_eq(rt_whereis(OWNER_NAME), pid);
+    return pid;
+}
+
+static const char *janus_kind(json_t *o) { return json_string_value(json_object_get(o, "janus")); }
+
+static void handles_owned_by_name(void)
+{
+    rt_pid_t first = spawn_owner();
+    json_t *a = request("{\"janus\":\"attach\",\"plugin\":\"janus.plugin.videoroom\",\"owner\":\""
+                        OWNER_NAME "\"}");
+    cr_assert_str_eq(janus_kind(a), "success");
+    uint64_t h = (uint64_t)json_integer_value(json_object_get(json_object_get(a, "data"), "id"));
+    json_decref(a);
+    cr_assert_neq(h, 0);
+
+    /* The owner crashes: the handle stays (a monitored owner's would be
+     * detached). */
+    cr_assert_eq(rt_exit(first, RT_KILL), RT_OK);
+    uint64_t end = rt_now_ms() + 2000;
+    while (rt_whereis(OWNER_NAME) && rt_now_ms() < end)
+        rt_inbox_recv(ib, 5);
+    cr_assert_eq(rt_whereis(OWNER_NAME), RT_NOPID);
+    char req[256];
+    snprintf(req, sizeof req, "{\"janus\":\"message\",\"handle_id\":%llu,\"body\":{\"request\":\"list\"}}",
+             (unsigned long long)h);
+    json_t *l = request(req);
+    cr_assert_str_eq(janus_kind(l), "success", "the handle was detached with its owner");
+    json_decref(l);
+
+    /* JANUS_RELEASE detaches every handle of the name (the next holder
+     * of the name is a restarted owner; a room that ended has none). */
+    rt_pid_t second = spawn_owner();
+    rt_msg_t *rel = janus_release_new(OWNER_NAME);
+    cr_assert_not_null(rel);
+    cr_assert_eq(rt_send_msg(media, rel), RT_OK);
+    const char *kind = NULL;
+    end = rt_now_ms() + 3000;
+    do {
+        rt_msg_free(rt_inbox_recv(ib, 20));
+        json_t *x = request(req);
+        kind = strcmp(janus_kind(x), "error") == 0 ? "error" : "success";
+        json_decref(x);
+    } while (strcmp(kind, "error") != 0 && rt_now_ms() < end);
+    cr_assert_str_eq(kind, "error", "the handle survived JANUS_RELEASE");
+    rt_exit(second, RT_KILL);
+}
+
 static void reconnects_after_janus_is_killed(void)
 {
     bool up;
@@ -222,5 +305,6 @@ static void reconnects_after_janus_is_killed(void)
 Test(media_janus, session_rooms_and_reconnect, .init = setup, .fini = teardown)
 {
     create_attach_room_destroy();
+    handles_owned_by_name();
     reconnects_after_janus_is_killed();
 }
