@@ -70,6 +70,7 @@ static atomic_int g_frame_dtor;    /* its destructor ran this many times */
 static atomic_int g_closed_calls;  /* on_ws_closed calls */
 static atomic_int g_opened;        /* accepted WebSockets */
 static atomic_int g_frame_queued;  /* "frame" sends that had to queue */
+static atomic_int g_frames_handled; /* "frames" requests handled */
 static char g_big[16384];          /* flood payload */
 
 static void flood_step(net_conn_t *c)
@@ -150,6 +151,7 @@ static void app_ws_message(net_conn_t *c, void *state, bool text, const char *da
             CHECK(net_ws_send_frame(c, g_frame) == RT_OK);
         if (net_conn_outbound(c) > 0)
             atomic_fetch_add(&g_frame_queued, 1);
+        atomic_fetch_add(&g_frames_handled, 1);
         return;
     }
     if (text && len > 6 && memcmp(data, "close:", 6) == 0) {
@@ -1181,6 +1183,12 @@ Test(net_server, ws_shared_frame_to_100, .init = start_big_outbound, .fini = tea
     /* And 32 times to a few of them, more than their sockets take. */
     for (int i = 0; i < 3; i++)
         ws_send_text(&cs[i], "frames");
+    /* Read nothing until the server has sent all three bursts: a reader
+     * draining one socket meanwhile could let the kernel take a whole
+     * burst (6.4 MB) and nothing would queue. */
+    for (int i = 0; i < 5000 && atomic_load(&g_frames_handled) < 3; i++)
+        usleep(1000);
+    cr_assert_eq(atomic_load(&g_frames_handled), 3);
     for (int i = 0; i < 3; i++) {
         for (int k = 0; k < 32; k++) {
             wsframe_t f;
