@@ -5,12 +5,21 @@
 # SIGTERM afterwards:
 #   idle    BENCH_IDLE_CONNS (15000) connections, each joined to its own
 #           user:<id>: connect+join rate and the server's resident memory
-#           per connection
+#           per connection. A warm-up run of BENCH_IDLE_WARMUP (200)
+#           connections comes first (joined, then closed), so that
+#           bytes_server_rss_per_conn counts what connections cost, not
+#           what the first one pages in once (library code, thread arenas,
+#           pools: ~2.5 MB); bytes_server_rss_per_conn_cold counts from
+#           the server's start, warm-up included.
 #   fanout  BENCH_FANOUT_SUBS (1000) subscribers of one topic and a
 #           publisher of BENCH_FANOUT_MSGS (2000) messages of
 #           BENCH_FANOUT_SIZE (256) bytes at BENCH_FANOUT_RATE (200) per
 #           second: deliveries/s, latency p50/p99/max, losses
-# Each prints a table and a `RESULT {json}` line. Exits non-zero if a
+# The load generator spreads its sockets over BENCH_SRC_IPS (16) source
+# addresses (127.0.0.x): with a single one, each connect() searches the
+# ephemeral port range and the generator, not the server, is what gets
+# measured. Each prints a table and a `RESULT {json}` line, and the load
+# average when it started. Exits non-zero if a
 # scenario failed (a connection not joined, a message lost, a server that
 # did not start or stop). Usage: scripts/bench-endpoint.sh [idle] [fanout]
 set -u
@@ -25,6 +34,8 @@ FANOUT_SUBS=${BENCH_FANOUT_SUBS:-1000}
 FANOUT_MSGS=${BENCH_FANOUT_MSGS:-2000}
 FANOUT_SIZE=${BENCH_FANOUT_SIZE:-256}
 FANOUT_RATE=${BENCH_FANOUT_RATE:-200}
+IDLE_WARMUP=${BENCH_IDLE_WARMUP:-200}
+SRC_IPS=${BENCH_SRC_IPS:-16}
 
 for bin in "$ROOST" "$LOADGEN"; do
   [ -x "$bin" ] || { echo "bench-endpoint: $bin is missing (make $bin)" >&2; exit 1; }
@@ -87,12 +98,29 @@ stop_server() {
 }
 trap 'stop_server >/dev/null 2>&1' EXIT
 
+vmrss_kib() {
+  sed -n 's/^VmRSS:[[:space:]]*\([0-9]*\).*/\1/p' "/proc/$1/status" 2>/dev/null
+}
+
 run_scenario() {
   local name=$1; shift
   start_server || return 1
-  echo "== endpoint $name (roost pid $server_pid, port $server_port)"
+  echo "== endpoint $name (roost pid $server_pid, port $server_port, load average $(cut -d' ' -f1-3 /proc/loadavg))"
+  local extra=()
+  if [ "$name" = idle ] && [ "$IDLE_WARMUP" -gt 0 ]; then
+    local cold
+    cold=$(vmrss_kib "$server_pid")
+    "$LOADGEN" --scenario idle --port "$server_port" --secret "$SECRET" --conns "$IDLE_WARMUP" \
+      --settle-ms 200 --src-ips "$SRC_IPS" >/dev/null || {
+      echo "bench-endpoint: the warm-up run failed" >&2
+      stop_server
+      return 1
+    }
+    sleep 0.5 # the server closes the warm-up connections
+    [ -n "$cold" ] && extra=(--rss-cold-kib "$cold")
+  fi
   "$LOADGEN" --scenario "$name" --port "$server_port" --secret "$SECRET" --api-key "$KEY" \
-    --server-pid "$server_pid" "$@"
+    --server-pid "$server_pid" --src-ips "$SRC_IPS" "${extra[@]}" "$@"
   local rc=$?
   stop_server || rc=1
   return $rc

@@ -6,17 +6,21 @@
  * Shape
  *   Each I/O thread ("loop") owns a uv_loop_t, a listener on the shared
  *   port, an rt_exec_t whose wake is a uv_async_t, one 64 KiB read buffer,
- *   one uv_timer ticking the connection deadlines, and a small pool of
- *   uv_write_t. A connection (net_conn_t) is a uv_tcp_t plus the state of
- *   its protocol: the HTTP parser (freed at the upgrade) or the WebSocket
- *   reader, the outbound queue and a deadline. Its process's state is the
- *   net_conn_t itself; the process is pinned to the loop's executor, so
- *   its callbacks, its exit and its terminate all run on the loop thread.
+ *   one WebSocket reader (the "scratch" reader), one uv_timer ticking the
+ *   connection deadlines, and a small pool of uv_write_t. A connection
+ *   (net_conn_t) is a uv_tcp_t plus the state of its protocol: the HTTP
+ *   parser (freed at the upgrade) or, for a WebSocket left inside a frame
+ *   by its last read, its own reader; the outbound queue and a deadline.
+ *   Its process's state is the net_conn_t itself; the process is pinned to
+ *   the loop's executor, so its callbacks, its exit and its terminate all
+ *   run on the loop thread.
  *
  *   Writing: uv_try_write first; whatever the socket does not take is
  *   queued (a copy, or a reference to a shared frame) and written by one
  *   uv_write at a time. The uv_write_t comes from a per-loop pool rather
  *   than being embedded: 192 bytes that an idle connection does not need.
+ *   While a read is handled the connection's output is corked instead and
+ *   leaves in one writev when the read callback ends (see "batching").
  *
  *   Closing: the last bytes (a response with Connection: close, a close
  *   frame we start) are queued, the write side is shut down once they
@@ -27,10 +31,11 @@
  *   socket closed as soon as the echo is written. A client over
  *   max_outbound is cut at once (3008).
  *
- *   Memory per idle WebSocket: sizeof(net_conn_t) (584, a 592-byte heap
- *   chunk) plus the process's 128-byte slot in the runtime's table; the
- *   HTTP parser, the read buffer, the outbound ring and the reader's
- *   message buffer are all gone while it is idle.
+ *   Memory per idle WebSocket: sizeof(net_conn_t) (328, a 336-byte heap
+ *   block) plus the process's 128-byte slot in the runtime's table; the
+ *   HTTP parser, the read buffer, the outbound queue (and its counters),
+ *   the WebSocket reader and its message buffer are all gone while it is
+ *   idle.
  *
  * Invariants (the code below relies on them)
  *  1. A net_conn_t is touched only by its loop's thread. The exceptions
@@ -52,19 +57,27 @@
  *     (libuv calls it, with UV_ECANCELED, before the close callback).
  *     `outbound` is the sum of what is left of every entry and never
  *     exceeds max_outbound: passing it closes the connection (3008).
+ *     The queue's block exists while it holds an entry or the peer's
+ *     address; a corked connection (loop->corked, at most one per loop,
+ *     only inside an I/O callback) queues without writing, and is
+ *     uncorked before the callback returns or its process terminates.
  *  5. A connection is in at most one deadline list. Each list has one
  *     fixed duration and entries are appended with now + duration, so
  *     every list is sorted by deadline and a tick only looks at heads.
  *  6. HTTP reading is stopped (F_READ_OFF) exactly while bytes are
  *     stashed behind a request the application has not answered yet.
- *  7. Every loop is bounded: executor turns per wake (EXEC_BATCH), expired
- *     deadlines per tick (TICK_MAX_EXPIRE), bytes per feed (one read).
+ *  7. Every loop is bounded: executor turns per wake (EXEC_BATCH, also
+ *     for the turns run at the end of an I/O callback), expired deadlines
+ *     per tick (TICK_MAX_EXPIRE), bytes per feed (one read).
+ *  8. The loop's scratch reader is used by one ws_feed at a time (feeds
+ *     are never nested) and owns no buffer outside one (ws_reader_park).
  */
 #include "net/server.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -129,39 +142,55 @@ typedef struct qent {
     size_t off;    /* bytes of buf already written */
 } qent_t;
 
+/* The outbound queue: a ring of cap (a power of two) entries, allocated
+ * with the first byte that could not be written at once and freed when
+ * it empties, counters included (an idle connection holds none of it). */
+typedef struct outq {
+    uint32_t head, len, cap, inflight;
+    size_t outbound;            /* bytes queued, in flight included */
+    char *peer;                 /* "ip:port", made on first net_conn_peer();
+                                   kept here, not in net_conn_t, as rarely
+                                   used: a block with it stays when empty */
+    qent_t e[];
+} outq_t;
+
+/* What only an HTTP connection needs; freed at the upgrade. */
+typedef struct http_side {
+    net_http_parser_t parser;
+    char *stash;                /* bytes behind an unanswered request */
+    size_t stash_len;
+    size_t req_bytes;           /* bytes of the request being read */
+} http_side_t;
+
 struct net_conn {
-    uv_tcp_t tcp;               /* first; container of every handle callback */
-    net_loop_t *loop;
+    uv_tcp_t tcp;               /* first; container of every handle callback;
+                                   tcp.loop is the net_loop's (loop_of) */
     rt_pid_t pid;               /* rule 1: written under loop->mu */
     net_conn_t *prev, *next;    /* loop->conns, changed under loop->mu */
     net_conn_t *tprev, *tnext;  /* the deadline list `tmo` */
-    uint64_t deadline;          /* uv_now() ms */
+    uint32_t deadline;          /* loop ms (now_ms), compared wrap-safe */
     uint32_t flags;             /* F_* */
     uint16_t ws_code;           /* close code sent or received first, 0 = none */
     uint8_t tmo;                /* TMO_*: which list */
     uint8_t ws_pub;             /* rule 1: F_WS as seen by drain */
-    /* Outbound queue: a ring of qcap (a power of two) entries. */
-    qent_t *q;
-    uint32_t qhead, qlen, qcap, inflight;
-    size_t outbound;            /* bytes queued, in flight included */
-    char *peer;                 /* "ip:port", made on first net_conn_peer() */
+    outq_t *q;                  /* NULL while nothing is queued (nor the
+                                   peer's address asked for) */
     union {
-        struct {                /* HTTP: freed at the upgrade */
-            net_http_parser_t *parser;
-            char *stash;        /* bytes behind an unanswered request */
-            size_t stash_len;
-            size_t req_bytes;   /* bytes of the request being read */
-        } http;
+        http_side_t *http;      /* HTTP: freed at the upgrade */
         struct {
-            ws_reader_t reader; /* its message buffer is freed between messages */
+            /* NULL between messages: the loop's scratch reader parses
+             * reads that end on a message boundary (most of them), and
+             * only a connection left inside a frame keeps one (ws_feed). */
+            ws_reader_t *reader;
             void *state;        /* the application's, until on_ws_closed */
         } ws;
     } u;
 };
 
 /* Memory per idle WebSocket is a target (design: <= 1.5 KB per joined
- * connection, everything included); this is the transport's share. */
-_Static_assert(sizeof(net_conn_t) <= 592, "net_conn_t grew: check the memory budget");
+ * connection, everything included); this is the transport's share: the
+ * uv_tcp_t (248) and 80 bytes, a 336-byte heap block. */
+_Static_assert(sizeof(net_conn_t) <= 328, "net_conn_t grew: check the memory budget");
 
 /* Per-loop counters. Each is written by its loop thread only, so a relaxed
  * load + store is an increment (no locked RMW on the hot path); readers on
@@ -183,8 +212,15 @@ struct net_loop {
     pthread_t thread;
     bool inited, exec_inited, listening, thread_started, shutting, finished;
     char *rbuf;                 /* the one read buffer of this loop */
+    ws_reader_t scratch;        /* parses reads for connections with no reader */
+    net_conn_t *scratch_owner;  /* the connection whose ws_feed uses it */
+    /* I/O callback batching (io_begin/io_end, loop thread only). */
+    bool in_cb;                 /* inside a callback that ends with io_end */
+    bool run_exec;              /* the executor was woken meanwhile */
+    net_conn_t *corked;         /* its output is held until io_end */
     net_conn_t *tmo_head[TMO_N], *tmo_tail[TMO_N];
     uint64_t tmo_ms[TMO_N];
+    uint64_t t0;                /* uv_now() at init: now_ms() counts from it */
     uint32_t nconns;            /* allocated net_conn_t */
     uint32_t nprocs;            /* spawned and not exited */
     uv_write_t *wfree;          /* pool, linked through data */
@@ -194,6 +230,19 @@ struct net_loop {
     _Atomic uint32_t cmd;       /* CMD_* from external threads */
     loop_stats_t st;
 };
+
+static inline net_loop_t *loop_of(const net_conn_t *c)
+{
+    return RT_CONTAINER_OF(c->tcp.loop, net_loop_t, uv);
+}
+
+/* Milliseconds since the loop started, 32 bits: deadlines compare as
+ * signed differences, right for spans under 24 days (timeouts are
+ * minutes at most). */
+static inline uint32_t now_ms(net_loop_t *l)
+{
+    return (uint32_t)(uv_now(&l->uv) - l->t0);
+}
 
 struct net_server {
     net_config_t cfg;           /* host points at host_copy */
@@ -241,7 +290,7 @@ static inline uv_buf_t mkbuf(const void *base, size_t len)
 
 static inline const net_config_t *cfg_of(const net_conn_t *c)
 {
-    return &c->loop->srv->cfg;
+    return &loop_of(c)->srv->cfg;
 }
 
 int net_close_code_index(int code)
@@ -285,7 +334,7 @@ static void tmo_unlink(net_conn_t *c)
 {
     if (!c->tmo)
         return;
-    net_loop_t *l = c->loop;
+    net_loop_t *l = loop_of(c);
     if (c->tprev)
         c->tprev->tnext = c->tnext;
     else
@@ -301,9 +350,9 @@ static void tmo_unlink(net_conn_t *c)
 /* (Re)starts the deadline of `kind` from now: O(1), keeps the list sorted. */
 static void tmo_set(net_conn_t *c, int kind)
 {
-    net_loop_t *l = c->loop;
+    net_loop_t *l = loop_of(c);
     tmo_unlink(c);
-    c->deadline = uv_now(&l->uv) + l->tmo_ms[kind];
+    c->deadline = now_ms(l) + (uint32_t)l->tmo_ms[kind];
     c->tmo = (uint8_t)kind;
     c->tprev = l->tmo_tail[kind];
     c->tnext = NULL;
@@ -317,11 +366,11 @@ static void tmo_set(net_conn_t *c, int kind)
 static void on_tick(uv_timer_t *t)
 {
     net_loop_t *l = t->data;
-    uint64_t now = uv_now(&l->uv);
+    uint32_t now = now_ms(l);
     for (int kind = TMO_HEADER; kind < TMO_N; kind++) {
         for (unsigned n = 0; n < TICK_MAX_EXPIRE; n++) {
             net_conn_t *c = l->tmo_head[kind];
-            if (!c || c->deadline > now)
+            if (!c || (int32_t)(c->deadline - now) > 0)
                 break;
             tmo_unlink(c);
             if (kind == TMO_WS_IDLE)
@@ -356,52 +405,71 @@ static void wreq_put(net_loop_t *l, uv_write_t *w)
     l->nwfree++;
 }
 
+static inline uint32_t q_len(const net_conn_t *c)
+{
+    return c->q ? c->q->len : 0;
+}
+
+static inline uint32_t q_inflight(const net_conn_t *c)
+{
+    return c->q ? c->q->inflight : 0;
+}
+
+static inline size_t q_bytes(const net_conn_t *c)
+{
+    return c->q ? c->q->outbound : 0;
+}
+
+/* Entry i of a non-empty queue. */
 static inline qent_t *q_at(net_conn_t *c, uint32_t i)
 {
-    return &c->q[(c->qhead + i) & (c->qcap - 1)];
+    return &c->q->e[(c->q->head + i) & (c->q->cap - 1)];
 }
 
 /* Appends (buf, off), taking the reference. RT_ENOMEM: buf released. */
 static int q_push(net_conn_t *c, rt_buf_t *buf, size_t off)
 {
-    if (c->qlen == c->qcap) {
-        uint32_t ncap = c->qcap ? c->qcap * 2 : 8;
-        qent_t *nq = malloc(ncap * sizeof *nq);
-        if (!nq || ncap < c->qcap) {
-            free(nq);
+    outq_t *q = c->q;
+    if (!q || q->len == q->cap) {
+        uint32_t ncap = q && q->cap ? q->cap * 2 : 8;
+        outq_t *nq = (!q || ncap > q->cap) ? malloc(sizeof *nq + ncap * sizeof(qent_t)) : NULL;
+        if (!nq) {
             rt_buf_release(buf);
             return RT_ENOMEM;
         }
-        for (uint32_t i = 0; i < c->qlen; i++)
-            nq[i] = *q_at(c, i);
-        free(c->q);
-        c->q = nq;
-        c->qcap = ncap;
-        c->qhead = 0;
+        *nq = q ? *q : (outq_t){0};
+        for (uint32_t i = 0; q && i < q->len; i++)
+            nq->e[i] = *q_at(c, i);
+        nq->head = 0;
+        nq->cap = ncap;
+        free(q);
+        c->q = q = nq;
     }
-    *q_at(c, c->qlen) = (qent_t){buf, off};
-    c->qlen++;
-    c->outbound += buf->len - off;
+    q->len++;
+    *q_at(c, q->len - 1) = (qent_t){buf, off};
+    q->outbound += buf->len - off;
     return RT_OK;
 }
 
 /* Releases the first n entries. Returns the bytes they still held. */
 static size_t q_pop(net_conn_t *c, uint32_t n)
 {
+    outq_t *q = c->q;
+    if (!q)
+        return 0;
     size_t bytes = 0;
-    for (uint32_t i = 0; i < n && c->qlen; i++) {
+    for (uint32_t i = 0; i < n && q->len; i++) {
         qent_t *e = q_at(c, 0);
         bytes += e->buf->len - e->off;
         rt_buf_release(e->buf);
-        c->qhead = (c->qhead + 1) & (c->qcap - 1);
-        c->qlen--;
+        q->head = (q->head + 1) & (q->cap - 1);
+        q->len--;
     }
-    c->outbound -= bytes;
-    if (!c->qlen) {
-        /* An idle connection holds no ring (memory per idle socket). */
-        free(c->q);
+    q->outbound -= bytes;
+    if (!q->len && !q->peer) {
+        /* An idle connection holds no queue (memory per idle socket). */
+        free(q);
         c->q = NULL;
-        c->qcap = c->qhead = 0;
     }
     return bytes;
 }
@@ -409,11 +477,16 @@ static size_t q_pop(net_conn_t *c, uint32_t n)
 /* Drops what is queued behind the write in flight. */
 static void q_drop_pending(net_conn_t *c)
 {
-    while (c->qlen > c->inflight) {
-        qent_t *e = q_at(c, c->qlen - 1);
-        c->outbound -= e->buf->len - e->off;
+    outq_t *q = c->q;
+    while (q && q->len > q->inflight) {
+        qent_t *e = q_at(c, q->len - 1);
+        q->outbound -= e->buf->len - e->off;
         rt_buf_release(e->buf);
-        c->qlen--;
+        q->len--;
+    }
+    if (q && !q->len && !q->peer) {
+        free(q);
+        c->q = NULL;
     }
 }
 
@@ -422,17 +495,18 @@ static void do_shutdown(net_conn_t *c);
 static void on_write(uv_write_t *w, int status)
 {
     net_conn_t *c = w->data;
-    net_loop_t *l = c->loop;
+    net_loop_t *l = loop_of(c);
     wreq_put(l, w);
-    uint32_t n = c->inflight;
-    c->inflight = 0;
+    uint32_t n = q_inflight(c);
+    if (c->q)
+        c->q->inflight = 0;
     size_t bytes = q_pop(c, n);
     if (status < 0) {
         conn_close(c); /* no-op when already closing (UV_ECANCELED) */
         return;
     }
     stat_add(&l->st.bytes_out, bytes);
-    if (c->qlen) {
+    if (q_len(c)) {
         start_write(c);
         return;
     }
@@ -445,15 +519,15 @@ static void on_write(uv_write_t *w, int status)
 /* Starts one uv_write of up to WRITE_MAX_BUFS queued entries (writev). */
 static void start_write(net_conn_t *c)
 {
-    if (c->inflight || !c->qlen || (c->flags & F_CLOSING))
+    if (q_inflight(c) || !q_len(c) || (c->flags & F_CLOSING))
         return;
     uv_buf_t bufs[WRITE_MAX_BUFS];
     uint32_t n = 0;
-    for (; n < c->qlen && n < WRITE_MAX_BUFS; n++) {
+    for (; n < c->q->len && n < WRITE_MAX_BUFS; n++) {
         qent_t *e = q_at(c, n);
         bufs[n] = mkbuf(e->buf->data + e->off, e->buf->len - e->off);
     }
-    uv_write_t *w = wreq_get(c->loop);
+    uv_write_t *w = wreq_get(loop_of(c));
     if (!w) {
         conn_close(c);
         return;
@@ -461,11 +535,11 @@ static void start_write(net_conn_t *c)
     w->data = c;
     /* uv_write copies bufs, so the array may live on the stack. */
     if (uv_write(w, (uv_stream_t *)&c->tcp, bufs, n, on_write) < 0) {
-        wreq_put(c->loop, w);
+        wreq_put(loop_of(c), w);
         conn_close(c);
         return;
     }
-    c->inflight = n;
+    c->q->inflight = n;
 }
 
 /* The queue is over its bound: the client does not read. Close at once
@@ -474,7 +548,7 @@ static void start_write(net_conn_t *c)
  * the bytes that overflowed were partly written already. */
 static void overflow_close(net_conn_t *c, bool partial)
 {
-    bool boundary = !partial && c->inflight == 0 && (c->qlen == 0 || q_at(c, 0)->off == 0);
+    bool boundary = !partial && q_inflight(c) == 0 && (q_len(c) == 0 || q_at(c, 0)->off == 0);
     q_drop_pending(c);
     if ((c->flags & F_WS) && !(c->flags & F_CLOSE_SENT)) {
         c->flags |= F_CLOSE_SENT;
@@ -500,7 +574,8 @@ static int send_copy(net_conn_t *c, const uv_buf_t *parts, unsigned n)
     size_t total = 0, written = 0;
     for (unsigned i = 0; i < n; i++)
         total += parts[i].len;
-    if (!c->qlen) {
+    bool corked = loop_of(c)->corked == c;
+    if (!q_len(c) && !corked) {
         int r = uv_try_write((uv_stream_t *)&c->tcp, parts, n);
         if (r >= 0) {
             written = (size_t)r;
@@ -508,12 +583,12 @@ static int send_copy(net_conn_t *c, const uv_buf_t *parts, unsigned n)
             conn_close(c);
             return NET_E_CLOSED;
         }
-        stat_add(&c->loop->st.bytes_out, written);
+        stat_add(&loop_of(c)->st.bytes_out, written);
         if (written == total)
             return RT_OK;
     }
     size_t rem = total - written;
-    if (c->outbound + rem > cfg_of(c)->max_outbound) {
+    if (q_bytes(c) + rem > cfg_of(c)->max_outbound) {
         overflow_close(c, written > 0);
         return NET_E_OVERFLOW;
     }
@@ -537,7 +612,8 @@ static int send_copy(net_conn_t *c, const uv_buf_t *parts, unsigned n)
         conn_close(c);
         return RT_ENOMEM;
     }
-    start_write(c);
+    if (!corked)
+        start_write(c);
     return RT_OK;
 }
 
@@ -553,7 +629,8 @@ static int send_shared(net_conn_t *c, rt_buf_t *frame)
     if (c->flags & F_CLOSING)
         return NET_E_CLOSED;
     size_t written = 0;
-    if (!c->qlen) {
+    bool corked = loop_of(c)->corked == c;
+    if (!q_len(c) && !corked) {
         uv_buf_t b = mkbuf(frame->data, frame->len);
         int r = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
         if (r >= 0) {
@@ -562,11 +639,11 @@ static int send_shared(net_conn_t *c, rt_buf_t *frame)
             conn_close(c);
             return NET_E_CLOSED;
         }
-        stat_add(&c->loop->st.bytes_out, written);
+        stat_add(&loop_of(c)->st.bytes_out, written);
         if (written == frame->len)
             return RT_OK;
     }
-    if (c->outbound + (frame->len - written) > cfg_of(c)->max_outbound) {
+    if (q_bytes(c) + (frame->len - written) > cfg_of(c)->max_outbound) {
         overflow_close(c, written > 0);
         return NET_E_OVERFLOW;
     }
@@ -575,8 +652,94 @@ static int send_shared(net_conn_t *c, rt_buf_t *frame)
         conn_close(c);
         return RT_ENOMEM;
     }
-    start_write(c);
+    if (!corked)
+        start_write(c);
     return RT_OK;
+}
+
+/* ---- batching: corked output, the executor run inline ---------------------
+ * A read usually makes a connection answer several times in a row: a
+ * join is answered with its reply and presence_state, and the presence
+ * diff published to the topic comes straight back to the joiner as a
+ * message. Written one by one these are three writes, three segments and
+ * three wake-ups of the client (on loopback each write also runs the
+ * peer's receive path). So while a read is handled the connection's
+ * output is corked: sends queue (copies, or references to shared frames)
+ * without writing; the processes the read woke on this loop run right
+ * away instead of after an eventfd round trip (exec_wake notices it is
+ * called from inside such a callback); then everything queued goes out
+ * in one writev. Latency is unchanged (all of it happens before the
+ * callback returns); the order of bytes is the order of the sends. */
+
+static __thread net_loop_t *tls_loop; /* the loop this thread runs */
+
+/* Writes what the queue holds now: one writev of up to WRITE_MAX_BUFS
+ * entries; what the socket does not take goes on through uv_write. Then
+ * what on_write would do once the queue is empty. */
+static void flush_now(net_conn_t *c)
+{
+    if (!q_len(c) || c->q->inflight || (c->flags & F_CLOSING))
+        return;
+    uv_buf_t bufs[WRITE_MAX_BUFS];
+    uint32_t n = 0;
+    for (; n < c->q->len && n < WRITE_MAX_BUFS; n++) {
+        qent_t *e = q_at(c, n);
+        bufs[n] = mkbuf(e->buf->data + e->off, e->buf->len - e->off);
+    }
+    int r = uv_try_write((uv_stream_t *)&c->tcp, bufs, n);
+    if (r < 0 && r != UV_EAGAIN) {
+        conn_close(c);
+        return;
+    }
+    size_t w = r > 0 ? (size_t)r : 0;
+    stat_add(&loop_of(c)->st.bytes_out, w);
+    while (w > 0 && q_len(c)) {
+        qent_t *e = q_at(c, 0);
+        size_t left = e->buf->len - e->off;
+        if (w >= left) {
+            w -= left;
+            q_pop(c, 1);
+        } else {
+            e->off += w;
+            c->q->outbound -= w;
+            w = 0;
+        }
+    }
+    if (q_len(c))
+        start_write(c);
+    else if (c->flags & F_CLOSE_FLUSH)
+        conn_close(c);
+    else if (c->flags & F_LINGER)
+        do_shutdown(c);
+}
+
+static void uncork(net_loop_t *l)
+{
+    net_conn_t *c = l->corked;
+    if (!c)
+        return;
+    l->corked = NULL;
+    flush_now(c);
+}
+
+static void io_begin(net_loop_t *l, net_conn_t *cork)
+{
+    l->in_cb = true;
+    l->corked = cork;
+}
+
+/* Runs what the callback woke on this loop (bounded: one batch; the rest
+ * after the next poll, as on_async does), then writes the corked output. */
+static void io_end(net_loop_t *l)
+{
+    if (l->run_exec) {
+        l->run_exec = false;
+        if (rt_exec_run(&l->exec, EXEC_BATCH) > 0 || l->run_exec)
+            uv_async_send(&l->async);
+        l->run_exec = false;
+    }
+    l->in_cb = false;
+    uncork(l);
 }
 
 /* ---- closing ---------------------------------------------------------------- */
@@ -612,22 +775,31 @@ static void start_linger(net_conn_t *c)
         return;
     c->flags |= F_LINGER;
     tmo_set(c, TMO_LINGER);
-    if (!(c->flags & F_WS) && c->u.http.stash) {
-        free(c->u.http.stash);
-        c->u.http.stash = NULL;
-        c->u.http.stash_len = 0;
+    if (!(c->flags & F_WS) && c->u.http && c->u.http->stash) {
+        free(c->u.http->stash);
+        c->u.http->stash = NULL;
+        c->u.http->stash_len = 0;
     }
     if (c->flags & F_READ_OFF) {
         c->flags &= ~F_READ_OFF;
         read_start(c);
     }
-    if (!c->qlen)
+    if (!q_len(c))
         do_shutdown(c);
+}
+
+static void http_side_free(http_side_t *h)
+{
+    if (!h)
+        return;
+    net_http_parser_free(&h->parser);
+    free(h->stash);
+    free(h);
 }
 
 static void conn_free(net_conn_t *c)
 {
-    net_loop_t *l = c->loop;
+    net_loop_t *l = loop_of(c);
     net_server_t *s = l->srv;
     if (c->flags & F_SPAWNED) {
         pthread_mutex_lock(&l->mu);
@@ -640,17 +812,20 @@ static void conn_free(net_conn_t *c)
         pthread_mutex_unlock(&l->mu);
     }
     tmo_unlink(c);
-    q_pop(c, c->qlen);
+    q_pop(c, q_len(c));
     if (c->flags & F_WS) {
-        ws_reader_free(&c->u.ws.reader);
-    } else {
-        if (c->u.http.parser) {
-            net_http_parser_free(c->u.http.parser);
-            free(c->u.http.parser);
+        if (c->u.ws.reader) {
+            ws_reader_free(c->u.ws.reader);
+            free(c->u.ws.reader);
         }
-        free(c->u.http.stash);
+    } else {
+        http_side_free(c->u.http);
     }
-    free(c->peer);
+    if (c->q) { /* the peer's address kept it */
+        free(c->q->peer);
+        free(c->q);
+        c->q = NULL;
+    }
     free(c);
     l->nconns--;
     stat_add(&l->st.connections, (uint64_t)-1);
@@ -670,7 +845,7 @@ static void report_ws_closed(net_conn_t *c)
     if (!(c->flags & F_WS) || (c->flags & F_REPORTED))
         return;
     c->flags |= F_REPORTED;
-    net_loop_t *l = c->loop;
+    net_loop_t *l = loop_of(c);
     int code = c->ws_code ? c->ws_code : 1006;
     stat_add(&l->st.closes[net_close_code_index(code)], 1);
     stat_add(&l->st.websockets, (uint64_t)-1);
@@ -694,7 +869,7 @@ static void on_close(uv_handle_t *h)
 {
     net_conn_t *c = RT_CONTAINER_OF(h, net_conn_t, tcp);
     c->flags |= F_HCLOSED;
-    q_pop(c, c->qlen); /* write callbacks (ECANCELED) ran before this one */
+    q_pop(c, q_len(c)); /* write callbacks (ECANCELED) ran before this one */
     if (c->flags & F_ALIVE) {
         /* The process ends in one of its own turns (TAG_CLOSED), after
          * what is already in its mailbox: application callbacks until
@@ -704,14 +879,14 @@ static void on_close(uv_handle_t *h)
          * process spawned in it never runs; see the report. */
         if (cast_own(c->pid, TAG_CLOSED, 0) == RT_OK)
             return;
-        int rc = rt_exec_call(&c->loop->exec, c->pid, closed_fn, NULL);
+        int rc = rt_exec_call(&loop_of(c)->exec, c->pid, closed_fn, NULL);
         if (rc == RT_OK)
             return; /* the process exited; its terminate freed c */
         /* Not reachable while rule 2 holds: the process died unseen. */
         fprintf(stderr, "roost net: connection process %llx lost (%s)\n",
                 (unsigned long long)c->pid, rt_strerror(rc));
         c->flags &= ~F_ALIVE;
-        c->loop->nprocs--;
+        loop_of(c)->nprocs--;
     }
     if ((c->flags & F_SPAWNED) && !(c->flags & F_STARTED))
         return; /* init has not run yet: it frees c */
@@ -739,7 +914,7 @@ static int ws_send_control(net_conn_t *c, ws_opcode_t op, const void *data, size
         return RT_EINVAL;
     int rc = send_bytes(c, frame, (size_t)n);
     if (rc == RT_OK)
-        stat_add(&c->loop->st.frames_out, 1);
+        stat_add(&loop_of(c)->st.frames_out, 1);
     return rc;
 }
 
@@ -761,7 +936,7 @@ static void ws_close_start(net_conn_t *c, int code, const char *reason)
     int rc = send_bytes(c, f.data, f.len);
     ws_frame_free(&f);
     if (rc == RT_OK) {
-        stat_add(&c->loop->st.frames_out, 1);
+        stat_add(&loop_of(c)->st.frames_out, 1);
         start_linger(c);
     }
 }
@@ -796,11 +971,11 @@ static void ws_on_close_frame(net_conn_t *c, const ws_event_t *ev)
     ws_frame_free(&f);
     if (rc != RT_OK)
         return;
-    stat_add(&c->loop->st.frames_out, 1);
+    stat_add(&loop_of(c)->st.frames_out, 1);
     /* The handshake is complete and the peer sends nothing after its
      * close frame: the server closes TCP first (RFC 6455 §7.1.1) as soon
      * as the echo is written, bounded by the linger deadline. */
-    if (!c->qlen) {
+    if (!q_len(c)) {
         conn_close(c);
         return;
     }
@@ -808,19 +983,64 @@ static void ws_on_close_frame(net_conn_t *c, const ws_event_t *ev)
     tmo_set(c, TMO_LINGER);
 }
 
-/* Process context: one read's worth of bytes from the client. */
+/* After a feed: a reader at a message boundary is dropped (a fresh one
+ * reads the next message the same way, and an idle WebSocket then holds
+ * no reader and no buffer); one left inside a frame, or closed, must
+ * keep its state, so the scratch reader moves to the heap. */
+static void ws_reader_park(net_conn_t *c, ws_reader_t *r, bool scratch, bool boundary)
+{
+    net_loop_t *l = loop_of(c);
+    if (scratch)
+        l->scratch_owner = NULL;
+    if (boundary || (c->flags & F_CLOSING)) {
+        /* (ws_reader_free leaves a reader usable again; ws.h frees the
+         * buffer on its own only above 64 KiB.) */
+        ws_reader_free(r);
+        if (!scratch) {
+            free(r);
+            c->u.ws.reader = NULL;
+        }
+        return;
+    }
+    if (!scratch)
+        return;
+    ws_reader_t *h = malloc(sizeof *h);
+    if (!h) {
+        ws_reader_free(r);
+        conn_close(c); /* the frame read so far cannot be kept */
+        return;
+    }
+    memcpy(h, r, sizeof *h); /* no pointer into itself survives a feed */
+    memset(r, 0, sizeof *r);  /* the buffer moved with it: not the scratch's */
+    c->u.ws.reader = h;
+}
+
+/* Process context: one read's worth of bytes from the client. Feeds are
+ * never nested (they run from on_read, a libuv callback), so one scratch
+ * reader per loop serves every connection that has none. */
 static void ws_feed(net_conn_t *c, const char *data, size_t len)
 {
-    net_loop_t *l = c->loop;
-    ws_reader_t *r = &c->u.ws.reader;
+    net_loop_t *l = loop_of(c);
     const net_app_t *app = cfg_of(c)->app;
+    ws_reader_t *r = c->u.ws.reader;
+    bool scratch = !r;
+    if (scratch) {
+        /* An owner left over means a feed was unwound by rt_fail (the
+         * application failed the process): reclaim its buffer. */
+        if (l->scratch_owner)
+            ws_reader_free(&l->scratch);
+        r = &l->scratch;
+        ws_reader_config_t rcfg = {.max_message = cfg_of(c)->max_frame};
+        ws_reader_init(r, &rcfg);
+        l->scratch_owner = c;
+    }
     bool trim = false;
     if (!(c->flags & (F_CLOSE_SENT | F_CLOSING)))
         tmo_set(c, TMO_WS_IDLE);
     /* Each turn consumes bytes or returns an event that does. */
     for (size_t guard = len + 1; len > 0 && guard > 0; guard--) {
         if (c->flags & F_CLOSING)
-            return;
+            goto out;
         ws_event_t ev;
         size_t used = 0;
         int rc = ws_reader_feed(r, data, len, &used, &ev);
@@ -831,7 +1051,7 @@ static void ws_feed(net_conn_t *c, const char *data, size_t len)
             break;
         if (rc < 0) {
             ws_protocol_error(c, rc);
-            return;
+            goto out;
         }
         stat_add(&l->st.frames_in, 1);
         switch (ev.type) {
@@ -850,15 +1070,13 @@ static void ws_feed(net_conn_t *c, const char *data, size_t len)
             break;
         case WS_EV_CLOSE:
             ws_on_close_frame(c, &ev);
-            return;
+            goto out;
         }
     }
-    /* The read ended exactly after a whole message: no frame is open, so
-     * the reader's message buffer can go. An idle WebSocket then holds no
-     * buffer at all. (ws.h frees it on its own only above 64 KiB; this
-     * relies on ws_reader_free leaving a reader that is usable again.) */
-    if (trim && len == 0 && (c->flags & F_WS))
-        ws_reader_free(r);
+out:
+    /* A boundary: the read ended exactly after a whole message, so no
+     * frame is open. */
+    ws_reader_park(c, r, scratch, trim && len == 0 && (c->flags & F_WS));
 }
 
 /* ---- HTTP -------------------------------------------------------------------- */
@@ -875,14 +1093,14 @@ static void stash_append(net_conn_t *c, const char *data, size_t len)
 {
     if (!len)
         return;
-    char *n = realloc(c->u.http.stash, c->u.http.stash_len + len);
+    char *n = realloc(c->u.http->stash, c->u.http->stash_len + len);
     if (!n) {
         conn_close(c);
         return;
     }
-    memcpy(n + c->u.http.stash_len, data, len);
-    c->u.http.stash = n;
-    c->u.http.stash_len += len;
+    memcpy(n + c->u.http->stash_len, data, len);
+    c->u.http->stash = n;
+    c->u.http->stash_len += len;
     read_stop(c); /* rule 6: at most one read's worth waits */
 }
 
@@ -891,7 +1109,7 @@ static void http_timeouts(net_conn_t *c)
 {
     if (c->flags & (F_REQ | F_WS | F_LINGER | F_CLOSING))
         return;
-    size_t got = c->u.http.req_bytes;
+    size_t got = c->u.http->req_bytes;
     if (got == 0 || got > cfg_of(c)->max_header)
         /* Idle keep-alive, or a body arriving: the header block is done
          * (more bytes than it may have), so progress is what counts. */
@@ -926,7 +1144,7 @@ static void status_code_name(int status, char *out, size_t cap)
 
 static void ws_upgrade(net_conn_t *c, const net_http_request_t *req)
 {
-    net_loop_t *l = c->loop;
+    net_loop_t *l = loop_of(c);
     const net_config_t *cfg = cfg_of(c);
     net_http_buf_t b;
     net_http_buf_init(&b);
@@ -964,12 +1182,9 @@ static void ws_upgrade(net_conn_t *c, const net_http_request_t *req)
     rc = ws_handshake_response(&b, accept, proto);
     /* Switch protocols: free everything HTTP-only first (memory per idle
      * WebSocket), then the 101 goes out ahead of any frame. */
-    net_http_parser_free(c->u.http.parser);
-    free(c->u.http.parser);
-    free(c->u.http.stash);
+    http_side_free(c->u.http);
     memset(&c->u, 0, sizeof c->u);
-    ws_reader_config_t rcfg = {.max_message = cfg->max_frame};
-    ws_reader_init(&c->u.ws.reader, &rcfg);
+    c->u.ws.reader = NULL; /* made when a read ends inside a frame */
     c->u.ws.state = state;
     c->flags = (c->flags & ~(F_REQ | F_REQ_KA | F_REQ_HEAD | F_REQ_10 | F_READ_OFF)) | F_WS;
     pthread_mutex_lock(&l->mu);
@@ -1013,11 +1228,11 @@ static void http_dispatch(net_conn_t *c, const net_http_request_t *req)
  * its answer (the rest is stashed), the connection upgrades or closes. */
 static void http_process(net_conn_t *c, const char *data, size_t len)
 {
-    net_loop_t *l = c->loop;
+    net_loop_t *l = loop_of(c);
     for (size_t guard = len + 1; len > 0 && guard > 0; guard--) {
         size_t used = 0;
-        int r = net_http_parser_feed(c->u.http.parser, data, len, &used);
-        c->u.http.req_bytes += used;
+        int r = net_http_parser_feed(&c->u.http->parser, data, len, &used);
+        c->u.http->req_bytes += used;
         data += used;
         len -= used;
         if (r == NET_HTTP_NEED_MORE)
@@ -1029,9 +1244,9 @@ static void http_process(net_conn_t *c, const char *data, size_t len)
             respond_raw_and_linger(c, &b);
             return;
         }
-        c->u.http.req_bytes = 0;
+        c->u.http->req_bytes = 0;
         stat_add(&l->st.http_requests, 1);
-        http_dispatch(c, net_http_parser_request(c->u.http.parser));
+        http_dispatch(c, net_http_parser_request(&c->u.http->parser));
         if (c->flags & F_CLOSING)
             return;
         if (c->flags & F_WS) {
@@ -1067,10 +1282,10 @@ static void http_resume(net_conn_t *c)
 {
     if (c->flags & (F_WS | F_CLOSING | F_LINGER | F_REQ))
         return;
-    char *stash = c->u.http.stash;
-    size_t n = c->u.http.stash_len;
-    c->u.http.stash = NULL;
-    c->u.http.stash_len = 0;
+    char *stash = c->u.http->stash;
+    size_t n = c->u.http->stash_len;
+    c->u.http->stash = NULL;
+    c->u.http->stash_len = 0;
     if (n) {
         c->flags |= F_IN_FEED;
         http_process(c, stash, n); /* may stash a new remainder */
@@ -1078,7 +1293,7 @@ static void http_resume(net_conn_t *c)
     }
     free(stash);
     if (!(c->flags & (F_WS | F_CLOSING)) && (c->flags & F_READ_OFF) &&
-        c->u.http.stash_len == 0) {
+        c->u.http->stash_len == 0) {
         c->flags &= ~F_READ_OFF;
         read_start(c);
     }
@@ -1108,7 +1323,7 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
     (void)hint;
     net_conn_t *c = RT_CONTAINER_OF(h, net_conn_t, tcp);
     /* One buffer per loop: a read is parsed (or copied) before the next. */
-    *buf = mkbuf(c->loop->rbuf, READ_BUF_SIZE);
+    *buf = mkbuf(loop_of(c)->rbuf, READ_BUF_SIZE);
 }
 
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
@@ -1120,13 +1335,15 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
         conn_close(c); /* EOF or error: a WebSocket without close is 1006 */
         return;
     }
-    stat_add(&c->loop->st.bytes_in, (uint64_t)n);
+    stat_add(&loop_of(c)->st.bytes_in, (uint64_t)n);
     if (!(c->flags & F_WS) && (c->flags & F_LINGER))
         return; /* HTTP after our last response: read only to find EOF */
     if (!(c->flags & F_ALIVE))
         return;
     chunk_t ch = {buf->base, (size_t)n};
-    rt_exec_call(&c->loop->exec, c->pid, feed_fn, &ch);
+    io_begin(loop_of(c), c);
+    rt_exec_call(&loop_of(c)->exec, c->pid, feed_fn, &ch);
+    io_end(loop_of(c));
 }
 
 static void read_start(net_conn_t *c)
@@ -1142,7 +1359,7 @@ static void read_start(net_conn_t *c)
 static rt_reason_t *conn_init(void *arg, void **state)
 {
     net_conn_t *c = arg;
-    net_loop_t *l = c->loop;
+    net_loop_t *l = loop_of(c);
     *state = c;
     c->flags |= F_STARTED;
     if (c->flags & F_HCLOSED) { /* closed before we ran (server shutdown) */
@@ -1178,14 +1395,16 @@ static int reason_close_code(const rt_reason_t *r)
 static void conn_terminate(void *state, rt_reason_t *reason)
 {
     net_conn_t *c = state;
-    net_loop_t *l = c->loop;
+    net_loop_t *l = loop_of(c);
     c->flags &= ~F_ALIVE;
     l->nprocs--;
+    if (l->corked == c)
+        uncork(l); /* what it sent before exiting goes first, as unbatched */
     if (c->flags & F_HCLOSED) {
         conn_free(c);
         return;
     }
-    if (!(c->flags & F_CLOSING) && !c->qlen) {
+    if (!(c->flags & F_CLOSING) && !q_len(c)) {
         if ((c->flags & F_WS) && !(c->flags & F_CLOSE_SENT)) {
             int code = reason_close_code(reason);
             ws_frame_t f;
@@ -1248,16 +1467,18 @@ static void conn_cast(void *state, rt_msg_t *m)
         return;
     }
     c->flags |= F_DRAIN;
-    if (!(c->flags & F_REQ) && c->u.http.req_bytes == 0)
+    if (!(c->flags & F_REQ) && c->u.http->req_bytes == 0)
         start_linger(c); /* idle: the last response (if any) is queued */
 }
 
 static size_t conn_memory(const void *state)
 {
     const net_conn_t *c = state;
-    size_t n = sizeof *c + c->qcap * sizeof(qent_t) + c->outbound;
-    if (!(c->flags & F_WS))
-        n += (c->u.http.parser ? sizeof *c->u.http.parser : 0) + c->u.http.stash_len;
+    size_t n = sizeof *c + (c->q ? sizeof *c->q + c->q->cap * sizeof(qent_t) : 0) + q_bytes(c);
+    if (!(c->flags & F_WS) && c->u.http)
+        n += sizeof *c->u.http + c->u.http->stash_len;
+    else if ((c->flags & F_WS) && c->u.ws.reader)
+        n += sizeof *c->u.ws.reader;
     return n;
 }
 
@@ -1272,16 +1493,26 @@ static void free_on_close(uv_handle_t *h)
     free(RT_CONTAINER_OF(h, net_conn_t, tcp));
 }
 
+static void accept_one(net_loop_t *l, uv_stream_t *server);
+
+/* The spawned process's init runs before this returns (io_end), not after
+ * an eventfd round trip: reading starts at once. */
 static void on_connection(uv_stream_t *server, int status)
 {
     net_loop_t *l = server->data;
     if (status < 0 || l->shutting)
         return;
+    io_begin(l, NULL);
+    accept_one(l, server);
+    io_end(l);
+}
+
+static void accept_one(net_loop_t *l, uv_stream_t *server)
+{
     net_conn_t *c = calloc(1, sizeof *c);
     if (!c)
         return; /* libuv pauses this listener until the next accept */
-    c->loop = l;
-    uv_tcp_init(&l->uv, &c->tcp);
+    uv_tcp_init(&l->uv, &c->tcp); /* sets tcp.loop: loop_of(c) works from here */
     if (uv_accept(server, (uv_stream_t *)&c->tcp) < 0) {
         uv_close((uv_handle_t *)&c->tcp, free_on_close);
         return;
@@ -1289,15 +1520,16 @@ static void on_connection(uv_stream_t *server, int status)
     l->nconns++;
     stat_add(&l->st.connections, 1);
     stat_add(&l->st.accepted, 1);
-    uv_tcp_nodelay(&c->tcp, 1);
+    /* TCP_NODELAY comes from the listener (Linux copies it into every
+     * accepted socket): one setsockopt less per connection. */
     net_http_config_t hc = {.max_header = cfg_of(c)->max_header,
                             .max_body = cfg_of(c)->max_body};
-    c->u.http.parser = malloc(sizeof *c->u.http.parser);
-    if (!c->u.http.parser) {
+    c->u.http = calloc(1, sizeof *c->u.http);
+    if (!c->u.http) {
         conn_close(c);
         return;
     }
-    net_http_parser_init(c->u.http.parser, &hc);
+    net_http_parser_init(&c->u.http->parser, &hc);
     rt_spawn_opts_t o = {.exec = &l->exec, .parent = RT_NOPID};
     rt_pid_t pid;
     if (rt_spawn(&conn_behaviour, c, &o, &pid) != RT_OK) {
@@ -1324,14 +1556,14 @@ rt_pid_t net_conn_pid(const net_conn_t *c)
 
 net_server_t *net_conn_server(const net_conn_t *c)
 {
-    return c->loop->srv;
+    return loop_of(c)->srv;
 }
 
 const char *net_conn_peer(const net_conn_t *c)
 {
     net_conn_t *m = (net_conn_t *)c; /* the cache is not part of the value */
-    if (m->peer)
-        return m->peer;
+    if (m->q && m->q->peer)
+        return m->q->peer;
     struct sockaddr_storage ss;
     int len = sizeof ss;
     char ip[INET6_ADDRSTRLEN] = "unknown", out[INET6_ADDRSTRLEN + 10];
@@ -1352,13 +1584,18 @@ const char *net_conn_peer(const net_conn_t *c)
     } else {
         snprintf(out, sizeof out, "unknown");
     }
-    m->peer = strdup(out);
-    return m->peer ? m->peer : "unknown";
+    /* Kept in the queue's block (an empty one if nothing is queued). */
+    if (!m->q)
+        m->q = calloc(1, sizeof *m->q);
+    if (!m->q)
+        return "unknown";
+    m->q->peer = strdup(out);
+    return m->q->peer ? m->q->peer : "unknown";
 }
 
 size_t net_conn_outbound(const net_conn_t *c)
 {
-    return c->outbound;
+    return q_bytes(c);
 }
 
 int net_respond(net_conn_t *c, int status, const char *content_type, const char *extra_headers,
@@ -1413,7 +1650,7 @@ int net_respond(net_conn_t *c, int status, const char *content_type, const char 
         /* Answered later (from on_info): go on with what waited, as a
          * message to ourselves, so that the application's callback is not
          * re-entered from inside net_respond. */
-        if (c->u.http.stash_len)
+        if (c->u.http->stash_len)
             cast_own(c->pid, TAG_RESUME, 0);
         else
             http_timeouts(c);
@@ -1444,7 +1681,7 @@ int net_ws_send(net_conn_t *c, bool text, const void *data, size_t len)
                          mkbuf((char *)data, len)};
     int rc = send_copy(c, parts, len ? 2 : 1);
     if (rc == RT_OK)
-        stat_add(&c->loop->st.frames_out, 1);
+        stat_add(&loop_of(c)->st.frames_out, 1);
     return rc;
 }
 
@@ -1456,7 +1693,7 @@ int net_ws_send_frame(net_conn_t *c, rt_buf_t *frame)
         return NET_E_STATE;
     int rc = send_shared(c, frame);
     if (rc == RT_OK)
-        stat_add(&c->loop->st.frames_out, 1);
+        stat_add(&loop_of(c)->st.frames_out, 1);
     return rc;
 }
 
@@ -1472,6 +1709,10 @@ void net_ws_close(net_conn_t *c, int code, const char *reason)
 static void exec_wake(rt_exec_t *e)
 {
     net_loop_t *l = e->data;
+    if (tls_loop == l && l->in_cb) {
+        l->run_exec = true; /* io_end runs the executor before returning */
+        return;
+    }
     uv_async_send(&l->async);
 }
 
@@ -1497,7 +1738,7 @@ static void begin_shutdown(net_loop_t *l)
             c->flags |= F_CLOSE_SENT;
             if (!c->ws_code)
                 c->ws_code = WS_CLOSE_GOING_AWAY;
-            if (!c->qlen) {
+            if (!q_len(c)) {
                 ws_frame_t f;
                 if (ws_close_encode(WS_CLOSE_GOING_AWAY, "server shutting down", 20, &f) == 0) {
                     uv_buf_t b = mkbuf((char *)f.data, f.len);
@@ -1526,8 +1767,13 @@ static void on_async(uv_async_t *a)
     if ((cmd & CMD_SHUTDOWN) && !l->shutting)
         begin_shutdown(l);
     /* Bounded turns per wake; if more remain, come back after the loop
-     * has polled I/O once, so sockets are served in between. */
-    if (rt_exec_run(&l->exec, EXEC_BATCH) > 0) {
+     * has polled I/O once, so sockets are served in between. Wakes from
+     * the turns themselves are noted, not sent (exec_wake). */
+    l->in_cb = true;
+    size_t left = rt_exec_run(&l->exec, EXEC_BATCH);
+    l->in_cb = false;
+    if (left > 0 || l->run_exec) {
+        l->run_exec = false;
         uv_async_send(a);
         return;
     }
@@ -1545,6 +1791,7 @@ static void *loop_main(void *arg)
     char name[16];
     snprintf(name, sizeof name, "roost-io-%u", l->idx);
     pthread_setname_np(pthread_self(), name);
+    tls_loop = l;
     uv_run(&l->uv, UV_RUN_DEFAULT);
     return NULL;
 }
@@ -1576,8 +1823,10 @@ static int listen_socket(const char *host, int *port)
     if (fd < 0)
         return -1;
     int one = 1;
+    /* TCP_NODELAY here is inherited by accepted sockets (accept_one). */
     if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
         setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0 ||
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) < 0 ||
         bind(fd, (struct sockaddr *)&ss, slen) < 0) {
         close(fd);
         return -1;
@@ -1608,6 +1857,7 @@ static int loop_init(net_server_t *s, unsigned i)
     uv_async_init(&l->uv, &l->async, on_async);
     l->async.data = l;
     uv_timer_init(&l->uv, &l->tick);
+    l->t0 = uv_now(&l->uv);
     l->tick.data = l;
     l->rbuf = malloc(READ_BUF_SIZE);
     if (!l->rbuf)
@@ -1667,6 +1917,7 @@ static void loop_fini(net_loop_t *l)
         free(w);
     }
     free(l->rbuf);
+    ws_reader_free(&l->scratch); /* a buffer left by an unwound feed */
     pthread_mutex_destroy(&l->mu);
 }
 

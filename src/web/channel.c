@@ -185,6 +185,51 @@ const web_channel_handler_t *web_channel_route(const web_channel_router_t *r,
     return NULL;
 }
 
+/* ---- JSON strings ------------------------------------------------------------ */
+
+size_t web__json_quote_len(const char *s)
+{
+    size_t n = 2;
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+        n += *p == '"' || *p == '\\' ? 2
+             : *p >= 0x20                ? 1
+             : strchr("\n\r\t\b\f", *p) ? 2
+                                         : 6;
+    return n;
+}
+
+void web__json_quote(const char *s, char *out)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t o = 0;
+    out[o++] = '"';
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        unsigned char c = *p;
+        if (c == '"' || c == '\\') {
+            out[o++] = '\\';
+            out[o++] = (char)c;
+        } else if (c < 0x20) {
+            out[o++] = '\\';
+            switch (c) {
+            case '\n': out[o++] = 'n'; break;
+            case '\r': out[o++] = 'r'; break;
+            case '\t': out[o++] = 't'; break;
+            case '\b': out[o++] = 'b'; break;
+            case '\f': out[o++] = 'f'; break;
+            default:
+                out[o++] = 'u';
+                out[o++] = '0';
+                out[o++] = '0';
+                out[o++] = hex[c >> 4];
+                out[o++] = hex[c & 15];
+            }
+        } else {
+            out[o++] = (char)c;
+        }
+    }
+    out[o] = '"';
+}
+
 /* ---- counters -------------------------------------------------------------- */
 
 void web_channel_get_stats(web_channel_stats_t *out)

@@ -224,7 +224,8 @@ const char *web_channel_join_ref(const web_channel_t *ch);   /* may be NULL */
  * channel with (connection pid, id) in WEB_MSG_PUSH / WEB_MSG_CHANNEL. */
 uint64_t web_channel_id(const web_channel_t *ch);
 rt_pid_t web_channel_pid(const web_channel_t *ch);          /* the connection */
-/* The authenticated user (JWT sub) and the token's claims (borrowed). */
+/* The authenticated user (JWT sub) and the token's claims (borrowed;
+ * parsed on first use, so NULL only when out of memory). */
 const char *web_channel_user(const web_channel_t *ch);
 const json_t *web_channel_claims(const web_channel_t *ch);
 const web_channel_handler_t *web_channel_handler(const web_channel_t *ch);
@@ -323,5 +324,12 @@ enum {
     WEB__STAT_N
 };
 extern _Atomic uint64_t web__stat[WEB__STAT_N];
+
+/* Internal to src/web: s (valid UTF-8, NUL-terminated) as a JSON string
+ * literal, quotes included, escaped as jansson does by default ('"',
+ * '\\' and control characters only). _len counts it; web__json_quote
+ * writes exactly that many bytes, no NUL. */
+size_t web__json_quote_len(const char *s);
+void web__json_quote(const char *s, char *out);
 
 #endif /* ROOST_WEB_CHANNEL_H */

@@ -1,395 +1,373 @@
 /*
- * web/presence.c — Phoenix Presence trackers (see web/presence.h).
+ * web/presence.c — Phoenix Presence as one striped table (see
+ * web/presence.h for the design and why it keeps Phoenix's guarantees).
  *
- * The tracker is a plain process; its state is a list of entries (one
- * per tracked channel, in tracking order, which is the order of the
- * metas phoenix.js shows) and one monitor per connection process. Lists
- * are linear: a topic tracks a user's devices or a room's participants,
- * tens of entries, where a scan costs less than a table.
+ * Layout
+ *   STRIPES stripes, chosen by the topic's hash; each has a mutex and a
+ *   chained hash table of entries (one per tracked meta), bucketed by
+ *   topic: the entries of a topic are the entries of its bucket's chain
+ *   whose topic is that topic. There is no node per topic: an idle user:
+ *   topic with one device costs its one entry (~100 bytes) and nothing
+ *   else. An entry is one allocation holding the key as a JSON string
+ *   (quotes included) and the meta as compact JSON text, phx_ref
+ *   included: diffs and states are assembled from these texts without
+ *   building a json_t (a jansson object per meta cost ~400 bytes). Its
+ *   topic is not copied: it points at the tracking channel's own topic,
+ *   which lives until the channel's terminate returns, and untrack runs
+ *   before that (presence.h).
  *
- * Starting on demand and ending when empty race: a connection may find
- * the tracker's name just before the tracker, now empty, unregisters and
- * stops. The track is therefore a call: a tracker that ends with the
- * call queued answers it with an error (the runtime does that for every
- * queued call), and the connection tries again (WEB_PRESENCE_ATTEMPTS),
- * finding the new tracker or starting one. Two connections that start a
- * tracker at once: the second's init fails with already_registered, its
- * queued call gets that error, and the retry finds the first.
+ * Order
+ *   Among the entries of one topic, chain order is what presence_state
+ *   shows: a new meta goes right after the last meta of its key in the
+ *   topic, or after the topic's last entry for a new key (or first in the
+ *   chain for a new topic). So keys come in the order they first came,
+ *   each key's metas in the order they were tracked, and the state is one
+ *   pass over the chain. Growing a stripe's table keeps each chain's
+ *   relative order (entries are appended to their new chains in order).
+ *
+ * Invariants
+ *   1. An entry is in exactly one chain from track to untrack, and only
+ *      its owner (the web_presence_t that tracked it) unlinks it.
+ *   2. Nothing but chain surgery, text assembly and allocation happens
+ *      under a stripe lock: no runtime call, no publish (so a stripe lock
+ *      is never held while another lock is taken, other than malloc's).
+ * Costs: a track or untrack is O(chain) under its stripe lock (a topic's
+ *   entries and the few others sharing its bucket; load factor <= 1), as
+ *   the tracker process's list was O(entries of the topic).
  */
 #include "web/presence.h"
 
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <openssl/rand.h>
 
+#include "net/ws.h"
 #include "web/jwt.h"
 
-#define NAME_PREFIX "presence:"
+#define STRIPES 64u              /* power of two */
+#define STRIPE_INIT_CAP 16u      /* buckets of a stripe's first table */
+#define REF_SALT 3               /* bytes of per-start salt in a phx_ref */
+#define REF_SEQ 6                /* bytes of rt_make_ref() in a phx_ref */
+#define PHX_REF_LEN 13           /* 'F' + base64url of 9 bytes */
 
-/* ---- the tracker process ---------------------------------------------------- */
-
-typedef struct entry {
-    struct entry *next;
-    rt_pid_t pid;
-    uint64_t chan;
-    char *key;
-    json_t *meta; /* with phx_ref */
+typedef struct web_presence_entry {
+    struct web_presence_entry *next; /* bucket chain */
+    const char *topic;           /* the tracking channel's (see Layout) */
+    uint32_t klen;               /* key as a JSON string, quotes included */
+    char text[];                 /* key, then meta (with phx_ref), NUL */
 } entry_t;
 
-typedef struct watch {
-    struct watch *next;
-    rt_pid_t pid;
-    uint64_t mref;
-    unsigned n; /* entries of this pid */
-} watch_t;
+#define ENTRY_HDR offsetof(entry_t, text) /* no padding after klen */
 
-typedef struct tracker {
-    char *name;        /* "presence:<topic>" */
-    const char *topic; /* inside name */
-    entry_t *head;
-    size_t n;
-    watch_t *watches;
-    uint8_t salt[4];   /* makes phx_refs unique across restarts too */
-} tracker_t;
+typedef struct stripe {
+    pthread_mutex_t mu;
+    entry_t **b;                 /* cap buckets, NULL until the first entry */
+    uint32_t cap, n;             /* buckets, entries */
+} stripe_t;
 
-static rt_reason_t *tracker_init(void *arg, void **state)
+static stripe_t stripes[STRIPES] = {
+#define S PTHREAD_MUTEX_INITIALIZER, NULL, 0, 0
+#define S4 {S}, {S}, {S}, {S}
+#define S16 S4, S4, S4, S4
+    S16, S16, S16, S16
+#undef S16
+#undef S4
+#undef S
+};
+_Static_assert(STRIPES == 64, "the initialiser above has 64 stripes");
+
+static _Atomic size_t nmetas;
+
+/* ---- phx_ref ------------------------------------------------------------ */
+
+static pthread_once_t salt_once = PTHREAD_ONCE_INIT;
+static uint8_t salt[REF_SALT]; /* makes phx_refs unique across restarts too */
+
+static void salt_init(void)
 {
-    char *name = arg; /* ours, whatever happens */
-    tracker_t *t = calloc(1, sizeof *t);
-    if (!t) {
-        free(name);
-        return rt_reason_new("enomem");
-    }
-    t->name = name;
-    t->topic = name + strlen(NAME_PREFIX);
-    if (rt_register(name, NULL) != RT_OK) {
-        free(name);
-        free(t);
-        return rt_reason_new("already_registered");
-    }
-    if (RAND_bytes(t->salt, sizeof t->salt) != 1) {
+    if (RAND_bytes(salt, sizeof salt) != 1) {
         uint64_t r = rt_make_ref() ^ rt_now_ns();
-        memcpy(t->salt, &r, sizeof t->salt);
-    }
-    /* A tracker nobody ever tracks on (its starter went away) ends. */
-    rt_msg_t *m = rt_msg_new(WEB_PRESENCE__IDLE);
-    if (m)
-        rt_send_after(WEB_PRESENCE_IDLE_MS, rt_self(), m);
-    *state = t;
-    return NULL;
-}
-
-static void tracker_terminate(void *state, rt_reason_t *reason)
-{
-    tracker_t *t = state;
-    while (t->head) {
-        entry_t *e = t->head;
-        t->head = e->next;
-        free(e->key);
-        json_decref(e->meta);
-        free(e);
-    }
-    while (t->watches) {
-        watch_t *w = t->watches;
-        t->watches = w->next;
-        free(w);
-    }
-    free(t->name);
-    free(t);
-}
-
-/* {key: {"metas": [...]}, ...} of every entry satisfying keep (or all). */
-static json_t *state_json(const tracker_t *t)
-{
-    json_t *o = json_object();
-    for (const entry_t *e = t->head; o && e; e = e->next) {
-        json_t *k = json_object_get(o, e->key);
-        if (!k) {
-            k = json_pack("{s[]}", "metas");
-            if (!k || json_object_set_new(o, e->key, k) != 0) {
-                json_decref(o);
-                return NULL;
-            }
-        }
-        json_array_append(json_object_get(k, "metas"), e->meta);
-    }
-    return o;
-}
-
-static void add_meta(json_t *group, const char *key, json_t *meta)
-{
-    json_t *k = json_object_get(group, key);
-    if (!k) {
-        k = json_pack("{s[]}", "metas");
-        if (!k)
-            return;
-        json_object_set_new(group, key, k);
-    }
-    json_array_append(json_object_get(k, "metas"), meta);
-}
-
-static void broadcast_diff(tracker_t *t, json_t *joins, json_t *leaves)
-{
-    json_t *d = json_pack("{sOsO}", "joins", joins, "leaves", leaves);
-    if (d) {
-        web_broadcast(t->topic, "presence_diff", d);
-        json_decref(d);
-    } else {
-        fprintf(stderr, "roost: presence %s: out of memory, a diff was lost\n", t->topic);
+        memcpy(salt, &r, sizeof salt);
     }
 }
 
-static void maybe_stop(tracker_t *t)
+/* out: PHX_REF_LEN characters and a NUL. Unique while rt_make_ref()'s
+ * low 48 bits are (2.8e14 refs), and across restarts by the salt. */
+static void make_phx_ref(char out[PHX_REF_LEN + 1])
 {
-    if (t->n > 0)
-        return;
-    /* Unregister first so new tracks start a new tracker instead of
-     * queueing behind our exit. */
-    rt_unregister(t->name);
-    rt_stop(RT_NORMAL);
-}
-
-static void unwatch(tracker_t *t, rt_pid_t pid)
-{
-    for (watch_t **pp = &t->watches; *pp; pp = &(*pp)->next) {
-        watch_t *w = *pp;
-        if (w->pid != pid)
-            continue;
-        if (--w->n == 0) {
-            rt_demonitor(w->mref);
-            *pp = w->next;
-            free(w);
-        }
-        return;
-    }
-}
-
-/* Removes the entries of pid (and of channel chan, unless any_chan),
- * broadcasts their leave and stops if nobody is left. */
-static void remove_entries(tracker_t *t, rt_pid_t pid, uint64_t chan, bool any_chan)
-{
-    json_t *leaves = json_object();
-    size_t removed = 0;
-    for (entry_t **pp = &t->head; *pp;) {
-        entry_t *e = *pp;
-        if (e->pid != pid || (!any_chan && e->chan != chan)) {
-            pp = &e->next;
-            continue;
-        }
-        *pp = e->next;
-        if (leaves)
-            add_meta(leaves, e->key, e->meta);
-        if (!any_chan)
-            unwatch(t, pid);
-        free(e->key);
-        json_decref(e->meta);
-        free(e);
-        t->n--;
-        removed++;
-    }
-    if (removed) {
-        json_t *joins = json_object();
-        if (joins && leaves)
-            broadcast_diff(t, joins, leaves);
-        json_decref(joins);
-    }
-    json_decref(leaves);
-    maybe_stop(t);
-}
-
-static void make_phx_ref(tracker_t *t, char out[24])
-{
-    uint8_t raw[12];
+    pthread_once(&salt_once, salt_init);
+    uint8_t raw[REF_SALT + REF_SEQ];
     uint64_t r = rt_make_ref();
-    memcpy(raw, t->salt, 4);
-    memcpy(raw + 4, &r, 8);
+    memcpy(raw, salt, REF_SALT);
+    for (int i = 0; i < REF_SEQ; i++)
+        raw[REF_SALT + i] = (uint8_t)(r >> (8 * i));
     out[0] = 'F';
-    jwt_b64url_encode(raw, sizeof raw, out + 1);
+    size_t n = jwt_b64url_encode(raw, sizeof raw, out + 1);
+    out[1 + n] = '\0';
 }
+_Static_assert(((REF_SALT + REF_SEQ) * 4 + 2) / 3 + 1 == PHX_REF_LEN, "phx_ref length");
 
-static int reply_error(rt_from_t from, int err)
-{
-    return rt_reply_val(from, (uint32_t)(int32_t)err, 0, 0);
-}
+/* ---- text --------------------------------------------------------------- */
 
-static int reply_state(tracker_t *t, rt_from_t from)
-{
-    json_t *st = state_json(t);
-    char *js = st ? json_dumps(st, JSON_COMPACT) : NULL;
-    json_decref(st);
-    rt_msg_t *r = js ? rt_msg_new(0) : NULL;
-    if (!r) {
-        free(js);
-        return reply_error(from, WEB_E_NOMEM);
-    }
-    r->b = strlen(js);
-    rt_msg_set_data(r, js, RT_OWN_FREE);
-    return rt_reply(from, r);
-}
+/* A growable text buffer; `fail` sticks once an allocation failed. */
+typedef struct buf {
+    char *p;
+    size_t len, cap;
+    bool fail;
+} buf_t;
 
-static int track(tracker_t *t, rt_msg_t *req, rt_from_t from)
+static void put(buf_t *b, const char *s, size_t n)
 {
-    const char *key = req->data;
-    if (!key || req->own != RT_OWN_FREE)
-        return reply_error(from, WEB_E_ARG);
-    const char *meta_js = key + strlen(key) + 1;
-    json_t *meta = json_loads(meta_js, 0, NULL);
-    char ref[24];
-    make_phx_ref(t, ref);
-    entry_t *e = calloc(1, sizeof *e);
-    watch_t *w = NULL;
-    for (w = t->watches; w && w->pid != from.pid; w = w->next)
-        ;
-    bool new_watch = !w;
-    if (new_watch)
-        w = calloc(1, sizeof *w);
-    if (!json_is_object(meta) || !e || !w || !(e->key = strdup(key)) ||
-        json_object_set_new(meta, "phx_ref", json_string(ref)) != 0) {
-        int err = json_is_object(meta) ? WEB_E_NOMEM : WEB_E_ARG;
-        json_decref(meta);
-        if (e)
-            free(e->key);
-        free(e);
-        if (new_watch)
-            free(w);
-        return reply_error(from, err);
-    }
-    e->pid = from.pid;
-    e->chan = req->a;
-    e->meta = meta;
-    entry_t **pp = &t->head;
-    while (*pp)
-        pp = &(*pp)->next;
-    *pp = e;
-    t->n++;
-    if (new_watch) {
-        w->pid = from.pid;
-        /* A pid already dead gets its DOWN (noproc) at once: it leaves. */
-        w->mref = rt_monitor(from.pid);
-        w->next = t->watches;
-        t->watches = w;
-    }
-    w->n++;
-    /* The joiner's state first, then everyone's diff (Phoenix's order). */
-    reply_state(t, from);
-    json_t *joins = json_object(), *leaves = json_object();
-    if (joins && leaves)
-        add_meta(joins, e->key, e->meta);
-    if (joins && leaves)
-        broadcast_diff(t, joins, leaves);
-    json_decref(joins);
-    json_decref(leaves);
-    return RT_REPLIED;
-}
-
-static int tracker_call(void *state, rt_msg_t *req, rt_from_t from)
-{
-    tracker_t *t = state;
-    switch (req->tag) {
-    case WEB_PRESENCE_TRACK:
-        track(t, req, from);
-        break;
-    case WEB_PRESENCE_LIST:
-        reply_state(t, from);
-        break;
-    default:
-        reply_error(from, WEB_E_ARG);
-    }
-    return RT_REPLIED;
-}
-
-static void tracker_cast(void *state, rt_msg_t *m)
-{
-    tracker_t *t = state;
-    if (m->tag == WEB_PRESENCE_UNTRACK)
-        remove_entries(t, (rt_pid_t)m->b, m->a, false);
-}
-
-static void tracker_info(void *state, rt_msg_t *m)
-{
-    tracker_t *t = state;
-    if (m->kind == RT_MSG_DOWN) {
-        for (watch_t **pp = &t->watches; *pp; pp = &(*pp)->next) {
-            watch_t *w = *pp;
-            if (w->mref != m->ref)
-                continue;
-            rt_pid_t pid = w->pid;
-            *pp = w->next;
-            free(w);
-            remove_entries(t, pid, 0, true);
+    if (b->fail)
+        return;
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 128;
+        while (cap < b->len + n + 1)
+            cap *= 2;
+        char *p = realloc(b->p, cap);
+        if (!p) {
+            b->fail = true;
             return;
         }
-    } else if (m->kind == RT_MSG_TIMER && m->tag == WEB_PRESENCE__IDLE) {
-        maybe_stop(t);
+        b->p = p;
+        b->cap = cap;
     }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
 }
 
-static size_t tracker_memory(const void *state)
+/* A string literal only (sizeof of anything else is a pointer's). */
+#define PUTS(b, lit) put((b), "" lit, sizeof(lit) - 1)
+
+static const char *entry_meta(const entry_t *e)
 {
-    const tracker_t *t = state;
-    return sizeof *t + t->n * (sizeof(entry_t) + 128);
+    return e->text + e->klen;
 }
 
-const rt_behaviour_t web_presence_behaviour = RT_BEHAVIOUR(
-    .name = "presence", .init = tracker_init, .handle_call = tracker_call,
-    .handle_cast = tracker_cast, .handle_info = tracker_info,
-    .terminate = tracker_terminate, .memory = tracker_memory);
-
-/* ---- the tracking side (connection process) --------------------------------- */
-
-static char *tracker_name(const char *topic)
+static bool same_key(const entry_t *a, const entry_t *b)
 {
-    size_t n = strlen(NAME_PREFIX) + strlen(topic) + 1;
-    char *s = malloc(n);
-    if (s)
-        snprintf(s, n, "%s%s", NAME_PREFIX, topic);
-    return s;
+    return a->klen == b->klen && memcmp(a->text, b->text, a->klen) == 0;
 }
 
-/* Finds or starts the tracker and sends the track call. */
-static int send_track(web_presence_t *p, web_channel_t *ch)
+static bool of_topic(const entry_t *e, const char *topic)
 {
-    char *name = tracker_name(p->topic);
-    if (!name)
+    return e->topic == topic || strcmp(e->topic, topic) == 0;
+}
+
+/* {key:{"metas":[...]},...} of topic's entries in chain (see Order).
+ * Under the stripe lock. */
+static void state_text(const entry_t *chain, const char *topic, buf_t *b)
+{
+    PUTS(b, "{");
+    const entry_t *prev = NULL;
+    for (const entry_t *e = chain; e; e = e->next) {
+        if (!of_topic(e, topic))
+            continue;
+        if (prev && same_key(prev, e)) {
+            PUTS(b, ",");
+        } else {
+            if (prev)
+                PUTS(b, "]},");
+            put(b, e->text, e->klen);
+            PUTS(b, ":{\"metas\":[");
+        }
+        put(b, entry_meta(e), strlen(entry_meta(e)));
+        prev = e;
+    }
+    if (prev)
+        PUTS(b, "]}");
+    PUTS(b, "}");
+}
+
+/* The diff {"joins":{key:{"metas":[meta]}},"leaves":{}} (or the leave)
+ * as a broadcast on topic, or NULL on ENOMEM. Only allocates, so it may
+ * run under a stripe lock (invariant 2). */
+static web_broadcast_t *diff_new(const char *topic, const entry_t *e, bool join)
+{
+    buf_t b = {0};
+    if (join)
+        PUTS(&b, "{\"joins\":{");
+    else
+        PUTS(&b, "{\"joins\":{},\"leaves\":{");
+    put(&b, e->text, e->klen);
+    PUTS(&b, ":{\"metas\":[");
+    put(&b, entry_meta(e), strlen(entry_meta(e)));
+    if (join)
+        PUTS(&b, "]}},\"leaves\":{}}");
+    else
+        PUTS(&b, "]}}}");
+    web_broadcast_t *bc = b.fail ? NULL : web_broadcast_new(topic, "presence_diff", b.p, b.len);
+    free(b.p);
+    return bc;
+}
+
+/* Publishes and releases a diff from diff_new. Outside any stripe lock.
+ * A diff that could not be built is lost and said so: the clients' lists
+ * are then wrong until they rejoin, as with the tracker on ENOMEM. */
+static void publish_diff(web_broadcast_t *bc, const char *topic)
+{
+    if (!bc) {
+        fprintf(stderr, "roost: presence %s: out of memory, a diff was lost\n", topic);
+        return;
+    }
+    web_broadcast_publish(bc);
+    web_broadcast_release(bc);
+}
+
+/* ---- the table ------------------------------------------------------------ */
+
+static stripe_t *stripe_of(uint64_t h)
+{
+    return &stripes[h & (STRIPES - 1)];
+}
+
+static entry_t **bucket(stripe_t *s, uint64_t h)
+{
+    return &s->b[(h / STRIPES) & (s->cap - 1)];
+}
+
+/* Under s->mu: room for one more entry (load factor <= 1). Chains keep
+ * their relative order (see Order). */
+static bool reserve(stripe_t *s)
+{
+    if (s->n < s->cap)
+        return true;
+    uint32_t cap = s->cap ? s->cap * 2 : STRIPE_INIT_CAP;
+    entry_t **nb = calloc(cap, sizeof *nb);
+    entry_t **tails = calloc(cap, sizeof *tails);
+    if (!nb || !tails) {
+        free(nb);
+        free(tails);
+        return false;
+    }
+    for (uint32_t i = 0; i < s->cap; i++)
+        for (entry_t *e = s->b[i], *next; e; e = next) {
+            next = e->next;
+            uint32_t k = (uint32_t)((rt_topic_hash(e->topic) / STRIPES) & (cap - 1));
+            e->next = NULL;
+            if (tails[k])
+                tails[k]->next = e;
+            else
+                nb[k] = e;
+            tails[k] = e;
+        }
+    free(tails);
+    free(s->b);
+    s->b = nb;
+    s->cap = cap;
+    return true;
+}
+
+/* The entry for key + meta text (meta_len bytes of a JSON object without
+ * phx_ref), with a fresh phx_ref appended. NULL on ENOMEM. */
+static entry_t *entry_new(const char *topic, const char *key, const char *meta,
+                          size_t meta_len)
+{
+    char ref[PHX_REF_LEN + 1];
+    make_phx_ref(ref);
+    size_t klen = web__json_quote_len(key);
+    /* meta minus its '}', then ["," if it had members] "phx_ref":"...", '}' */
+    bool empty = meta_len == 2;
+    size_t mlen = meta_len - 1 + (empty ? 0 : 1) + sizeof("\"phx_ref\":\"\"") - 1 +
+                  PHX_REF_LEN + 1;
+    if (klen > UINT32_MAX || mlen > SIZE_MAX - ENTRY_HDR - klen - 1)
+        return NULL;
+    /* Sized exactly: an idle meta is one small block. */
+    entry_t *e = malloc(ENTRY_HDR + klen + mlen + 1);
+    if (!e)
+        return NULL;
+    e->next = NULL;
+    e->topic = topic;
+    e->klen = (uint32_t)klen;
+    web__json_quote(key, e->text);
+    char *m = e->text + klen;
+    size_t o = meta_len - 1;
+    memcpy(m, meta, o);
+    if (!empty)
+        m[o++] = ',';
+    static const char pre[] = "\"phx_ref\":\"";
+    memcpy(m + o, pre, sizeof pre - 1);
+    o += sizeof pre - 1;
+    memcpy(m + o, ref, PHX_REF_LEN);
+    o += PHX_REF_LEN;
+    memcpy(m + o, "\"}", 3); /* with the NUL */
+    return e;
+}
+
+/* Under s->mu: links e into its chain (see Order). */
+static void insert(entry_t **chain, entry_t *e)
+{
+    entry_t **after_topic = NULL, **after_key = NULL;
+    for (entry_t **at = chain; *at; at = &(*at)->next) {
+        if (!of_topic(*at, e->topic))
+            continue;
+        after_topic = &(*at)->next;
+        if (same_key(*at, e))
+            after_key = &(*at)->next;
+    }
+    entry_t **at = after_key ? after_key : after_topic ? after_topic : chain;
+    e->next = *at;
+    *at = e;
+}
+
+static int track(web_presence_t *p, web_channel_t *ch, const char *key, const char *meta,
+                 size_t meta_len)
+{
+    if (p->entry)
+        return WEB_E_STATE;
+    if (!web_channel_joined(ch))
+        return WEB_E_STATE;
+    const char *topic = web_channel_topic(ch);
+    if (!ws_utf8_valid(key, strlen(key)))
+        return WEB_E_ARG;
+    entry_t *e = entry_new(topic, key, meta, meta_len);
+    if (!e)
         return WEB_E_NOMEM;
-    int rc = RT_ENOPROC;
-    for (unsigned i = 0; i < WEB_PRESENCE_ATTEMPTS && rc == RT_ENOPROC; i++) {
-        rt_pid_t pid = rt_whereis(name);
-        if (pid == RT_NOPID) {
-            char *arg = strdup(name); /* the tracker's init takes it */
-            if (!arg) {
-                rc = WEB_E_NOMEM;
-                break;
-            }
-            rc = rt_spawn(&web_presence_behaviour, arg, NULL, &pid);
-            if (rc != RT_OK) {
-                free(arg);
-                break;
-            }
-        }
-        rt_msg_t *m = rt_msg_new(WEB_PRESENCE_TRACK);
-        char *req = m ? malloc(p->req_len) : NULL;
-        if (!req) {
-            rt_msg_free(m);
-            rc = WEB_E_NOMEM;
-            break;
-        }
-        memcpy(req, p->req, p->req_len);
-        m->a = web_channel_id(ch);
-        rt_msg_set_data(m, req, RT_OWN_FREE);
-        uint64_t ref = 0;
-        /* No timeout: the answer is the tracker's reply or its exit. */
-        rc = rt_call(pid, m, RT_INFINITY, &ref);
-        if (rc == RT_OK) {
-            p->call_ref = ref;
-            p->tracker = pid;
-            rc = web_channel_watch(ch, ref);
+    uint64_t h = rt_topic_hash(topic);
+    stripe_t *s = stripe_of(h);
+    buf_t state = {0};
+
+    pthread_mutex_lock(&s->mu);
+    bool ok = reserve(s);
+    if (ok) {
+        entry_t **chain = bucket(s, h);
+        insert(chain, e);
+        s->n++;
+        /* The joiner's state is the table at this instant, its own meta
+         * included (see presence.h). */
+        state_text(*chain, topic, &state);
+        if (state.fail) { /* undo: nothing tracked, nothing sent */
+            for (entry_t **pp = chain; *pp; pp = &(*pp)->next)
+                if (*pp == e) {
+                    *pp = e->next;
+                    break;
+                }
+            s->n--;
+            ok = false;
         }
     }
-    free(name);
-    return rc;
+    pthread_mutex_unlock(&s->mu);
+
+    if (!ok) {
+        free(e);
+        free(state.p);
+        return WEB_E_NOMEM;
+    }
+    atomic_fetch_add_explicit(&nmetas, 1, memory_order_relaxed);
+    p->entry = e;
+    /* The joiner's state first, then everyone's diff (Phoenix's order):
+     * the diff reaches this connection through its mailbox, after this
+     * callback. */
+    web_channel_push_raw(ch, "presence_state", state.p, state.len);
+    free(state.p);
+    publish_diff(diff_new(topic, e, true), topic);
+    return WEB_OK;
 }
 
 int web_presence_track(web_presence_t *p, web_channel_t *ch, const char *key,
@@ -397,83 +375,82 @@ int web_presence_track(web_presence_t *p, web_channel_t *ch, const char *key,
 {
     if (!p || !ch || !key || !json_is_object(meta))
         return WEB_E_ARG;
-    if (p->req)
-        return WEB_E_STATE;
-    char *js = json_dumps(meta, JSON_COMPACT);
-    size_t kl = strlen(key), ml = js ? strlen(js) : 0;
-    p->topic = strdup(web_channel_topic(ch));
-    p->req = js ? malloc(kl + ml + 2) : NULL;
-    if (!p->topic || !p->req) {
-        free(js);
-        web_presence_untrack(p, ch);
-        return WEB_E_NOMEM;
+    json_t *copy = NULL;
+    if (json_object_get(meta, "phx_ref")) {
+        /* Ours replaces theirs: drop it from a shallow copy. */
+        copy = json_copy((json_t *)meta);
+        if (!copy)
+            return WEB_E_NOMEM;
+        json_object_del(copy, "phx_ref");
+        meta = copy;
     }
-    memcpy(p->req, key, kl + 1);
-    memcpy(p->req + kl + 1, js, ml + 1);
-    p->req_len = kl + ml + 2;
+    char *js = json_dumps(meta, JSON_COMPACT);
+    json_decref(copy);
+    if (!js)
+        return WEB_E_NOMEM;
+    int rc = track(p, ch, key, js, strlen(js));
     free(js);
-    p->attempts = 1;
-    return send_track(p, ch);
+    return rc;
+}
+
+int web_presence_track_text(web_presence_t *p, web_channel_t *ch, const char *key,
+                            const char *meta_json, size_t meta_len)
+{
+    if (!p || !ch || !key || !meta_json || meta_len < 2 || meta_json[0] != '{' ||
+        meta_json[meta_len - 1] != '}')
+        return WEB_E_ARG;
+    return track(p, ch, key, meta_json, meta_len);
 }
 
 bool web_presence_handle_info(web_presence_t *p, web_channel_t *ch, rt_msg_t *m)
 {
-    if (!p->call_ref || m->kind != RT_MSG_REPLY || m->ref != p->call_ref)
-        return false;
-    p->call_ref = 0;
-    if (m->flags & RT_MF_ERROR) {
-        /* The tracker ended with our call queued: find or start another. */
-        p->tracker = RT_NOPID;
-        if (p->attempts++ < WEB_PRESENCE_ATTEMPTS && send_track(p, ch) == RT_OK)
-            return true;
-        rt_reason_t *why = rt_msg_reason(m);
-        fprintf(stderr, "roost: presence on %s: giving up tracking (%s)\n", p->topic,
-                why ? why->text : "?");
-        return true;
-    }
-    if (m->tag != 0) {
-        fprintf(stderr, "roost: presence on %s: track refused (%s)\n", p->topic,
-                web_strerror((int)(int32_t)m->tag));
-        return true;
-    }
-    p->tracked = true;
-    if (m->data)
-        web_channel_push_raw(ch, "presence_state", m->data, (size_t)m->b);
-    return true;
+    (void)p;
+    (void)ch;
+    (void)m;
+    return false;
 }
 
 void web_presence_untrack(web_presence_t *p, web_channel_t *ch)
 {
-    if (!p)
+    (void)ch; /* may run in a terminate after a kill: nothing here needs it */
+    if (!p || !p->entry)
         return;
-    if (p->tracker != RT_NOPID && ch)
-        rt_cast(p->tracker, WEB_PRESENCE_UNTRACK, web_channel_id(ch), rt_self());
-    if (p->call_ref && ch)
-        web_channel_unwatch(ch, p->call_ref);
-    free(p->topic);
-    free(p->req);
-    memset(p, 0, sizeof *p);
+    entry_t *e = p->entry;
+    p->entry = NULL;
+    uint64_t h = rt_topic_hash(e->topic);
+    stripe_t *s = stripe_of(h);
+    pthread_mutex_lock(&s->mu);
+    for (entry_t **pp = bucket(s, h); *pp; pp = &(*pp)->next)
+        if (*pp == e) {
+            *pp = e->next;
+            break;
+        }
+    s->n--;
+    pthread_mutex_unlock(&s->mu);
+    atomic_fetch_sub_explicit(&nmetas, 1, memory_order_relaxed);
+    /* Unlinked: e is ours again (invariant 1), and its topic is the
+     * caller's channel's, alive until its terminate returns. */
+    publish_diff(diff_new(e->topic, e, false), e->topic);
+    free(e);
 }
 
 int web_presence_list_sync(const char *topic, char **json)
 {
-    char *name = tracker_name(topic);
-    if (!name)
+    uint64_t h = rt_topic_hash(topic);
+    stripe_t *s = stripe_of(h);
+    buf_t b = {0};
+    pthread_mutex_lock(&s->mu);
+    state_text(s->cap ? *bucket(s, h) : NULL, topic, &b);
+    pthread_mutex_unlock(&s->mu);
+    if (b.fail) {
+        free(b.p);
         return WEB_E_NOMEM;
-    rt_pid_t pid = rt_whereis(name);
-    free(name);
-    rt_msg_t *reply = NULL;
-    rt_msg_t *req = pid ? rt_msg_new(WEB_PRESENCE_LIST) : NULL;
-    int rc = req ? rt_call_sync(pid, req, RT_DEFAULT_TIMEOUT, &reply) : RT_ENOPROC;
-    if (rc == RT_OK && reply->tag == 0 && reply->data) {
-        *json = rt_msg_take(reply);
-        rt_msg_free(reply);
-        return WEB_OK;
     }
-    rt_msg_free(reply);
-    if (rc == RT_ENOPROC || rc == RT_EEXIT) {
-        *json = strdup("{}");
-        return *json ? WEB_OK : WEB_E_NOMEM;
-    }
-    return rc == RT_OK ? WEB_E_NOMEM : rc;
+    *json = b.p;
+    return WEB_OK;
+}
+
+size_t web_presence_metas(void)
+{
+    return atomic_load_explicit(&nmetas, memory_order_relaxed);
 }

@@ -15,16 +15,28 @@
  *      that called the callback finishes it when the callback returns.
  *   3. The socket is never freed while one of its entry points runs
  *      (s->busy > 0): web_socket_free then only marks it.
- *   4. Subscriptions are counted per topic (sub_t): the channel's own
- *      topic and its extra topics; rt_subscribe/rt_unsubscribe are called
- *      on the 0 <-> 1 transitions only.
+ *   4. The connection is subscribed to a topic exactly while some channel
+ *      in s->channels uses it (as its own topic or as an extra topic):
+ *      rt_subscribe/rt_unsubscribe are called when the first user comes
+ *      and when the last one goes, found by scanning the channels (no
+ *      per-topic counter to keep: an idle socket holds no copy of its
+ *      topic names besides its channels').
  * Costs: channels are found by a linear scan comparing topic hashes
  * first; a socket holds at most WEB_SOCKET_MAX_CHANNELS and usually one
  * to three, so a table would cost more than it saves.
+ * Memory of an idle joined channel (a target: design §4, ~1.5 KB per
+ * connection all included): one block for the socket with the user and
+ * the token's claims as text (parsed only if a handler asks for them),
+ * one block for each channel with its topic and refs inline; what only
+ * some channels need (deferred pushes, watched refs, the join queue,
+ * extra topics) lives in a block allocated on first use (ch_more_t).
  */
 #include "web/socket.h"
 
+#include <pthread.h>
 #include <stdatomic.h>
+#include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -46,20 +58,23 @@ typedef struct queued {
     phx_msg_t msg;
 } queued_t;
 
-/* A topic this socket is subscribed to, with how many users it has. */
-typedef struct sub {
-    struct sub *next;
-    uint64_t hash;
-    unsigned count;
-    char topic[];
-} sub_t;
-
 /* An extra topic a channel subscribed to (web_channel_subscribe). */
 typedef struct chsub {
     struct chsub *next;
     uint64_t hash;
     char topic[];
 } chsub_t;
+
+/* What only some channels need, allocated on first use. */
+typedef struct ch_more {
+    deferred_t *deferred;
+    unsigned ndeferred;
+    unsigned nqueued;
+    uint64_t *watch;
+    uint32_t nwatch, capwatch;
+    queued_t *qhead, *qtail;
+    chsub_t *subs;
+} ch_more_t;
 
 struct web_channel {
     web_channel_t *next;
@@ -68,41 +83,108 @@ struct web_channel {
     void *state;
     uint64_t id;
     uint64_t hash;            /* rt_topic_hash(topic) */
-    char *topic;
-    char *join_ref;           /* NULL when the client sent null */
-    char *join_push_ref;      /* ref of the phx_join, for its reply */
-    ch_status_t status;
+    const char *push_ref;     /* the push handle_in is looking at */
+    ch_more_t *more;          /* NULL until needed */
+    uint32_t jr_off;          /* join_ref at topic + jr_off; 0: null */
+    uint32_t jp_off;          /* ref of the phx_join (for its reply); 0: null */
+    uint16_t depth;           /* callbacks running (invariant 2) */
+    uint8_t status;           /* ch_status_t */
+    uint8_t why;              /* web_ch_exit_t, once dead */
     bool answered;            /* the join was answered (ok or error) */
     bool dead;                /* ending: finish() when depth drops to 0 */
-    web_ch_exit_t why;
-    int depth;                /* callbacks running (invariant 2) */
     bool join_called;         /* terminate is owed (rule 6) */
-    /* The push handle_in is looking at. */
-    bool in_push;
+    bool in_push;             /* handle_in runs for push_ref */
     bool push_answered;
-    const char *push_ref;
-    deferred_t *deferred;
-    unsigned ndeferred;
-    uint64_t *watch;
-    size_t nwatch, capwatch;
-    queued_t *qhead, *qtail;
-    unsigned nqueued;
-    chsub_t *subs;
+    char topic[];             /* topic, then join_ref and join_push_ref */
 };
 
-struct web_socket {
-    phx_vsn_t vsn;
+/* What every socket of an endpoint shares: its output functions and
+ * router, interned (ops_intern) so that a socket holds one pointer to
+ * them instead of four. */
+typedef struct sock_ops {
+    int (*send_text)(void *ctx, const char *data, size_t len);
+    int (*send_frame)(void *ctx, rt_buf_t *frame);
+    void (*close)(void *ctx, int code, const char *reason);
     const web_channel_router_t *router;
-    web_socket_out_t out;
-    char *user;
-    json_t *claims;
+} sock_ops_t;
+
+struct web_socket {
+    const sock_ops_t *ops;    /* interned, or owned if ops_owned */
+    void *ctx;                /* the output's ctx */
     web_channel_t *channels;
-    size_t nchannels;
-    sub_t *subs;
+    json_t *claims;           /* parsed from the claims text on first use */
+    uint16_t nchannels;
+    uint16_t busy;            /* invariant 3 */
+    uint8_t vsn;              /* phx_vsn_t */
     bool closing;
-    int busy;                 /* invariant 3 */
     bool free_pending;
+    bool has_claims;          /* the claims text follows user[] */
+    bool ops_owned;           /* ops is this socket's (the table was full) */
+    char user[];              /* then, if has_claims, the claims text */
 };
+
+_Static_assert(WEB_SOCKET_MAX_CHANNELS <= UINT16_MAX, "nchannels is 16 bits");
+
+/* Interned sock_ops: an endpoint has one set, the unit tests a few. A
+ * slot is written once, under ops_mu, before ops_n makes it visible
+ * (release); readers scan the published slots without a lock. */
+#define OPS_MAX 32
+static sock_ops_t ops_table[OPS_MAX];
+static _Atomic unsigned ops_n;
+static pthread_mutex_t ops_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static bool ops_eq(const sock_ops_t *a, const sock_ops_t *b)
+{
+    return a->send_text == b->send_text && a->send_frame == b->send_frame &&
+           a->close == b->close && a->router == b->router;
+}
+
+/* The interned copy of o, or NULL if the table is full. */
+static const sock_ops_t *ops_intern(const sock_ops_t *o)
+{
+    unsigned n = atomic_load_explicit(&ops_n, memory_order_acquire);
+    for (unsigned i = 0; i < n; i++)
+        if (ops_eq(&ops_table[i], o))
+            return &ops_table[i];
+    const sock_ops_t *r = NULL;
+    pthread_mutex_lock(&ops_mu);
+    n = atomic_load_explicit(&ops_n, memory_order_relaxed);
+    for (unsigned i = 0; i < n && !r; i++)
+        if (ops_eq(&ops_table[i], o))
+            r = &ops_table[i];
+    if (!r && n < OPS_MAX) {
+        ops_table[n] = *o;
+        r = &ops_table[n];
+        atomic_store_explicit(&ops_n, n + 1, memory_order_release);
+    }
+    pthread_mutex_unlock(&ops_mu);
+    return r;
+}
+
+static const char *claims_text(const web_socket_t *s)
+{
+    return s->has_claims ? s->user + strlen(s->user) + 1 : NULL;
+}
+
+/* The refs kept in the channel's block (offsets: 8 bytes less than two
+ * pointers, per idle channel). */
+static inline const char *jref(const web_channel_t *ch)
+{
+    return ch->jr_off ? ch->topic + ch->jr_off : NULL;
+}
+
+static inline const char *jpref(const web_channel_t *ch)
+{
+    return ch->jp_off ? ch->topic + ch->jp_off : NULL;
+}
+
+/* The channel's rarely used part, allocated now if needed. NULL on ENOMEM. */
+static ch_more_t *more_of(web_channel_t *ch)
+{
+    if (!ch->more)
+        ch->more = calloc(1, sizeof *ch->more);
+    return ch->more;
+}
 
 static void count(int which, uint64_t n)
 {
@@ -124,7 +206,7 @@ static int send_out(web_socket_t *s, int rc, phx_out_t *o)
     }
     int r = WEB_E_CLOSED;
     if (!s->closing)
-        r = s->out.send_text(s->out.ctx, o->json, o->json_len) == 0 ? WEB_OK : WEB_E_CLOSED;
+        r = s->ops->send_text(s->ctx, o->json, o->json_len) == 0 ? WEB_OK : WEB_E_CLOSED;
     phx_out_free(o);
     return r;
 }
@@ -161,50 +243,38 @@ static void close_socket(web_socket_t *s, int code, const char *reason)
     if (s->closing)
         return;
     s->closing = true;
-    s->out.close(s->out.ctx, code, reason);
+    s->ops->close(s->ctx, code, reason);
 }
 
 /* ---- subscriptions (invariant 4) ------------------------------------------ */
 
-static int sub_add(web_socket_t *s, const char *topic)
+/* Does a channel of s use topic (its own, or an extra one)? */
+static bool topic_used(const web_socket_t *s, const char *topic, uint64_t h)
 {
-    uint64_t h = rt_topic_hash(topic);
-    for (sub_t *x = s->subs; x; x = x->next)
-        if (x->hash == h && strcmp(x->topic, topic) == 0) {
-            x->count++;
-            return WEB_OK;
-        }
-    size_t n = strlen(topic);
-    sub_t *x = malloc(sizeof *x + n + 1);
-    if (!x)
-        return WEB_E_NOMEM;
-    memcpy(x->topic, topic, n + 1);
-    x->hash = h;
-    x->count = 1;
-    int rc = rt_subscribe(topic);
-    if (rc != RT_OK) {
-        free(x);
-        return rc;
+    for (const web_channel_t *ch = s->channels; ch; ch = ch->next) {
+        if (ch->hash == h && strcmp(ch->topic, topic) == 0)
+            return true;
+        for (const chsub_t *x = ch->more ? ch->more->subs : NULL; x; x = x->next)
+            if (x->hash == h && strcmp(x->topic, topic) == 0)
+                return true;
     }
-    x->next = s->subs;
-    s->subs = x;
-    return WEB_OK;
+    return false;
 }
 
-static void sub_del(web_socket_t *s, const char *topic)
+/* Before a new user of topic is added to s->channels. */
+static int sub_add(web_socket_t *s, const char *topic, uint64_t h)
 {
-    uint64_t h = rt_topic_hash(topic);
-    for (sub_t **pp = &s->subs; *pp; pp = &(*pp)->next) {
-        sub_t *x = *pp;
-        if (x->hash != h || strcmp(x->topic, topic) != 0)
-            continue;
-        if (--x->count == 0) {
-            *pp = x->next;
-            rt_unsubscribe(x->topic);
-            free(x);
-        }
-        return;
-    }
+    if (topic_used(s, topic, h))
+        return WEB_OK;
+    int rc = rt_subscribe(topic);
+    return rc == RT_OK ? WEB_OK : rc == RT_ENOMEM ? WEB_E_NOMEM : rc;
+}
+
+/* After a user of topic was removed from s->channels. */
+static void sub_del(web_socket_t *s, const char *topic, uint64_t h)
+{
+    if (!topic_used(s, topic, h))
+        rt_unsubscribe(topic);
 }
 
 /* ---- channels ------------------------------------------------------------ */
@@ -228,26 +298,21 @@ static web_channel_t *find_id(web_socket_t *s, uint64_t id)
 static web_channel_t *find_watch(web_socket_t *s, uint64_t ref, size_t *idx)
 {
     for (web_channel_t *ch = s->channels; ch; ch = ch->next)
-        for (size_t i = 0; i < ch->nwatch; i++)
-            if (ch->watch[i] == ref) {
+        for (size_t i = 0; ch->more && i < ch->more->nwatch; i++)
+            if (ch->more->watch[i] == ref) {
                 *idx = i;
                 return ch;
             }
     return NULL;
 }
 
-static char *dup_or_null(const char *x)
-{
-    return x ? strdup(x) : NULL;
-}
-
 /* The client's join_ref matches the channel's (V1 clients that send no
  * join_ref join with null, and then every join_ref is current). */
 static bool current(const web_channel_t *ch, const char *join_ref)
 {
-    if (!ch->join_ref)
+    if (!jref(ch))
         return true;
-    return join_ref && strcmp(join_ref, ch->join_ref) == 0;
+    return join_ref && strcmp(join_ref, jref(ch)) == 0;
 }
 
 static void free_queued(queued_t *q)
@@ -263,54 +328,56 @@ static void finish(web_channel_t *ch, const char *leave_ref)
     web_socket_t *s = ch->s;
     web_ch_exit_t why = ch->why;
 
+    ch_more_t *mo = ch->more;
     /* Deferred pushes first: they were sent before whatever ends it. */
-    while (ch->deferred) {
-        deferred_t *d = ch->deferred;
-        ch->deferred = d->next;
+    while (mo && mo->deferred) {
+        deferred_t *d = mo->deferred;
+        mo->deferred = d->next;
         if (why != WEB_CH_SOCKET_CLOSED)
-            send_reason(s, ch->join_ref, d->ref, ch->topic, "error", "channel closed");
+            send_reason(s, jref(ch), d->ref, ch->topic, "error", "channel closed");
         free(d);
     }
     /* Pushes queued behind a join that never completed: as Phoenix
      * answers a push to a topic that is not joined. */
-    while (ch->qhead) {
-        queued_t *q = ch->qhead;
-        ch->qhead = q->next;
+    while (mo && mo->qhead) {
+        queued_t *q = mo->qhead;
+        mo->qhead = q->next;
         if (why != WEB_CH_SOCKET_CLOSED)
             send_reason(s, NULL, q->msg.ref, ch->topic, "error", "unmatched topic");
         free_queued(q);
     }
-    ch->qtail = NULL;
+    if (mo)
+        mo->qtail = NULL;
 
     switch (why) {
     case WEB_CH_LEFT:
-        send_reply(s, ch->join_ref, leave_ref, ch->topic, "ok", NULL);
-        send_event(s, ch->join_ref, ch->join_ref, ch->topic, "phx_close", NULL);
+        send_reply(s, jref(ch), leave_ref, ch->topic, "ok", NULL);
+        send_event(s, jref(ch), jref(ch), ch->topic, "phx_close", NULL);
         break;
     case WEB_CH_JOIN_FAILED:
         break; /* the error reply went out with join_error */
     case WEB_CH_CLOSED:
         if (ch->status == CH_JOINED)
-            send_event(s, ch->join_ref, ch->join_ref, ch->topic, "phx_close", NULL);
+            send_event(s, jref(ch), jref(ch), ch->topic, "phx_close", NULL);
         else if (!ch->answered)
-            send_reason(s, ch->join_ref, ch->join_push_ref, ch->topic, "error", "join crashed");
+            send_reason(s, jref(ch), jpref(ch), ch->topic, "error", "join crashed");
         break;
     case WEB_CH_CRASHED:
         if (ch->status == CH_JOINED) {
             json_t *p = json_pack("{ss}", "reason", "channel_crash");
-            send_event(s, ch->join_ref, ch->join_ref, ch->topic, "phx_error", p);
+            send_event(s, jref(ch), jref(ch), ch->topic, "phx_error", p);
             json_decref(p);
             count(WEB__STAT_CRASHES, 1);
         } else if (!ch->answered) {
-            send_reason(s, ch->join_ref, ch->join_push_ref, ch->topic, "error", "join crashed");
+            send_reason(s, jref(ch), jpref(ch), ch->topic, "error", "join crashed");
             count(WEB__STAT_JOIN_ERRORS, 1);
         }
         break;
     case WEB_CH_REPLACED:
         if (ch->status == CH_JOINED)
-            send_event(s, ch->join_ref, ch->join_ref, ch->topic, "phx_close", NULL);
+            send_event(s, jref(ch), jref(ch), ch->topic, "phx_close", NULL);
         else if (!ch->answered)
-            send_reason(s, ch->join_ref, ch->join_push_ref, ch->topic, "error", "duplicate join");
+            send_reason(s, jref(ch), jpref(ch), ch->topic, "error", "duplicate join");
         break;
     case WEB_CH_SOCKET_CLOSED:
         break;
@@ -324,21 +391,33 @@ static void finish(web_channel_t *ch, const char *leave_ref)
         }
     s->nchannels--;
     uncount(WEB__STAT_CHANNELS);
-    sub_del(s, ch->topic);
-    while (ch->subs) {
-        chsub_t *x = ch->subs;
-        ch->subs = x->next;
-        sub_del(s, x->topic);
+    sub_del(s, ch->topic, ch->hash);
+    while (mo && mo->subs) {
+        chsub_t *x = mo->subs;
+        mo->subs = x->next;
+        sub_del(s, x->topic, x->hash);
         free(x);
     }
     if (ch->join_called && ch->h->terminate) {
         ch->depth++; /* nothing may end it again from inside terminate */
         ch->h->terminate(ch, ch->state, why);
     }
-    free(ch->watch);
-    free(ch->topic);
-    free(ch->join_ref);
-    free(ch->join_push_ref);
+    /* terminate may have used the watch list or deferred: ch->more again */
+    if (ch->more) {
+        while (ch->more->deferred) { /* deferred from inside terminate */
+            deferred_t *d = ch->more->deferred;
+            ch->more->deferred = d->next;
+            free(d);
+        }
+        while (ch->more->subs) { /* subscribed from inside terminate */
+            chsub_t *x = ch->more->subs;
+            ch->more->subs = x->next;
+            sub_del(s, x->topic, x->hash);
+            free(x);
+        }
+        free(ch->more->watch);
+        free(ch->more);
+    }
     free(ch);
 }
 
@@ -368,12 +447,13 @@ static bool after_callback(web_channel_t *ch, web_ch_result_t r)
             finish(ch, NULL);
         return false;
     }
-    while (ch->status == CH_JOINED && ch->qhead && ch->depth == 0) {
-        queued_t *q = ch->qhead;
-        ch->qhead = q->next;
-        if (!ch->qhead)
-            ch->qtail = NULL;
-        ch->nqueued--;
+    while (ch->status == CH_JOINED && ch->more && ch->more->qhead && ch->depth == 0) {
+        ch_more_t *mo = ch->more;
+        queued_t *q = mo->qhead;
+        mo->qhead = q->next;
+        if (!mo->qhead)
+            mo->qtail = NULL;
+        mo->nqueued--;
         phx_msg_t m = q->msg;
         free(q);
         if (!dispatch_push(ch, &m)) /* takes m */
@@ -402,7 +482,7 @@ static bool dispatch_push(web_channel_t *ch, phx_msg_t *m)
     count(WEB__STAT_PUSHES_IN, 1);
     if (!ch->h->handle_in) {
         if (m->ref)
-            send_reason(s, ch->join_ref, m->ref, ch->topic, "error", "unknown event");
+            send_reason(s, jref(ch), m->ref, ch->topic, "error", "unknown event");
         phx_msg_free(m);
         return true;
     }
@@ -415,9 +495,9 @@ static bool dispatch_push(web_channel_t *ch, phx_msg_t *m)
     ch->in_push = false;
     if (!ch->push_answered && m->ref && !s->closing) {
         if (r == WEB_CH_CRASH)
-            send_reason(s, ch->join_ref, m->ref, ch->topic, "error", "channel_crash");
+            send_reason(s, jref(ch), m->ref, ch->topic, "error", "channel_crash");
         else
-            send_reply(s, ch->join_ref, m->ref, ch->topic, "ok", NULL);
+            send_reply(s, jref(ch), m->ref, ch->topic, "ok", NULL);
     }
     ch->push_ref = NULL;
     phx_msg_free(m);
@@ -427,7 +507,7 @@ static bool dispatch_push(web_channel_t *ch, phx_msg_t *m)
 /* phx_join of a topic with no channel. Takes m. */
 static void join(web_socket_t *s, phx_msg_t *m)
 {
-    const web_channel_handler_t *h = web_channel_route(s->router, m->topic);
+    const web_channel_handler_t *h = web_channel_route(s->ops->router, m->topic);
     if (!h) {
         /* Phoenix's encode_ignore: no join_ref in this reply. */
         send_reason(s, NULL, m->ref, m->topic, "error", "unmatched topic");
@@ -444,29 +524,33 @@ static void join(web_socket_t *s, phx_msg_t *m)
         phx_msg_free(m);
         return;
     }
-    web_channel_t *ch = calloc(1, sizeof *ch);
-    if (ch) {
-        ch->topic = strdup(m->topic);
-        ch->join_ref = dup_or_null(m->join_ref);
-        ch->join_push_ref = dup_or_null(m->ref);
-    }
-    if (!ch || !ch->topic || (m->join_ref && !ch->join_ref) || (m->ref && !ch->join_push_ref) ||
-        sub_add(s, m->topic) != WEB_OK) {
-        if (ch) {
-            free(ch->topic);
-            free(ch->join_ref);
-            free(ch->join_push_ref);
-            free(ch);
-        }
+    /* One block: the channel, its topic and both refs (an idle channel
+     * is one allocation); the refs are found by 32-bit offsets. */
+    size_t tl = strlen(m->topic) + 1;
+    size_t jl = m->join_ref ? strlen(m->join_ref) + 1 : 0;
+    size_t rl = m->ref ? strlen(m->ref) + 1 : 0;
+    uint64_t hash = rt_topic_hash(m->topic);
+    web_channel_t *ch = tl + jl + rl <= UINT32_MAX ? calloc(1, offsetof(web_channel_t, topic) + tl + jl + rl) : NULL;
+    if (!ch || sub_add(s, m->topic, hash) != WEB_OK) {
+        free(ch);
         send_reason(s, m->join_ref, m->ref, m->topic, "error", "out of memory");
         count(WEB__STAT_JOIN_ERRORS, 1);
         phx_msg_free(m);
         return;
     }
+    memcpy(ch->topic, m->topic, tl);
+    if (m->join_ref) {
+        memcpy(ch->topic + tl, m->join_ref, jl);
+        ch->jr_off = (uint32_t)tl;
+    }
+    if (m->ref) {
+        memcpy(ch->topic + tl + jl, m->ref, rl);
+        ch->jp_off = (uint32_t)(tl + jl);
+    }
     ch->s = s;
     ch->h = h;
     ch->id = rt_make_ref();
-    ch->hash = rt_topic_hash(ch->topic);
+    ch->hash = hash;
     ch->status = CH_JOINING;
     ch->next = s->channels;
     s->channels = ch;
@@ -523,20 +607,21 @@ static void dispatch(web_socket_t *s, phx_msg_t *m)
         return;
     }
     if (ch->status == CH_JOINING) {
-        queued_t *q = ch->nqueued < WEB_SOCKET_MAX_QUEUED ? malloc(sizeof *q) : NULL;
+        ch_more_t *mo = more_of(ch);
+        queued_t *q = mo && mo->nqueued < WEB_SOCKET_MAX_QUEUED ? malloc(sizeof *q) : NULL;
         if (!q) {
-            send_reason(s, ch->join_ref, m->ref, m->topic, "error", "join pending");
+            send_reason(s, jref(ch), m->ref, m->topic, "error", "join pending");
             phx_msg_free(m);
             return;
         }
         q->msg = *m;
         q->next = NULL;
-        if (ch->qtail)
-            ch->qtail->next = q;
+        if (mo->qtail)
+            mo->qtail->next = q;
         else
-            ch->qhead = q;
-        ch->qtail = q;
-        ch->nqueued++;
+            mo->qhead = q;
+        mo->qtail = q;
+        mo->nqueued++;
         return;
     }
     dispatch_push(ch, m);
@@ -544,22 +629,88 @@ static void dispatch(web_socket_t *s, phx_msg_t *m)
 
 /* ---- socket entry points ----------------------------------------------------- */
 
+/* The claims as compact JSON text (malloc'd), as json_dumps(JSON_COMPACT)
+ * writes them. A token's claims are a flat object of strings and
+ * integers: those are written here directly (json_dumps costs ~6,600
+ * instructions for three claims, this ~1,000, on every upgrade); anything
+ * else goes through json_dumps. NULL on ENOMEM. */
+static char *claims_dump(const json_t *claims)
+{
+    if (!json_is_object(claims))
+        return json_dumps(claims, JSON_COMPACT | JSON_ENCODE_ANY);
+    size_t n = 2; /* {} */
+    const char *k;
+    json_t *v;
+    json_object_foreach((json_t *)claims, k, v) {
+        if (!json_is_string(v) && !json_is_integer(v) && !json_is_boolean(v) && !json_is_null(v))
+            return json_dumps(claims, JSON_COMPACT);
+        if (json_is_string(v) && strlen(json_string_value(v)) != json_string_length(v))
+            return json_dumps(claims, JSON_COMPACT); /* a \u0000 inside */
+        n += web__json_quote_len(k) + 2 + (json_is_string(v) ? web__json_quote_len(json_string_value(v)) : 24);
+    }
+    char *out = malloc(n + 1), *o = out;
+    if (!out)
+        return NULL;
+    *o++ = '{';
+    json_object_foreach((json_t *)claims, k, v) {
+        if (o != out + 1)
+            *o++ = ',';
+        web__json_quote(k, o);
+        o += web__json_quote_len(k);
+        *o++ = ':';
+        if (json_is_string(v)) {
+            web__json_quote(json_string_value(v), o);
+            o += web__json_quote_len(json_string_value(v));
+        } else if (json_is_integer(v)) {
+            o += sprintf(o, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+        } else {
+            const char *w = json_is_true(v) ? "true" : json_is_false(v) ? "false" : "null";
+            memcpy(o, w, strlen(w));
+            o += strlen(w);
+        }
+    }
+    *o++ = '}';
+    *o = '\0';
+    return out;
+}
+
 web_socket_t *web_socket_new(const web_socket_config_t *cfg)
 {
     if (!cfg || !cfg->router || !cfg->out.send_text || !cfg->out.send_frame || !cfg->out.close)
         return NULL;
-    web_socket_t *s = calloc(1, sizeof *s);
-    if (!s)
+    /* The claims are kept as compact text and parsed only if a handler
+     * asks (web_channel_claims): a jansson object of three claims costs
+     * ~500 bytes, its text ~60, and the user: topic never looks. */
+    char *claims = cfg->claims ? claims_dump(cfg->claims) : NULL;
+    if (cfg->claims && !claims)
         return NULL;
-    s->vsn = cfg->vsn == PHX_V2 ? PHX_V2 : PHX_V1;
-    s->router = cfg->router;
-    s->out = cfg->out;
-    s->user = strdup(cfg->user ? cfg->user : "");
-    if (!s->user) {
-        free(s);
+    const char *user = cfg->user ? cfg->user : "";
+    size_t ul = strlen(user) + 1, cl = claims ? strlen(claims) + 1 : 0;
+    sock_ops_t o = {.send_text = cfg->out.send_text, .send_frame = cfg->out.send_frame,
+                    .close = cfg->out.close, .router = cfg->router};
+    const sock_ops_t *ops = ops_intern(&o);
+    sock_ops_t *own = ops ? NULL : malloc(sizeof *own);
+    web_socket_t *s = ops || own ? calloc(1, offsetof(web_socket_t, user) + ul + cl) : NULL;
+    if (!s) {
+        free(own);
+        free(claims);
         return NULL;
     }
-    s->claims = cfg->claims ? json_incref(cfg->claims) : json_object();
+    if (own) {
+        *own = o;
+        s->ops = own;
+        s->ops_owned = true;
+    } else {
+        s->ops = ops;
+    }
+    s->ctx = cfg->out.ctx;
+    s->vsn = cfg->vsn == PHX_V2 ? PHX_V2 : PHX_V1;
+    memcpy(s->user, user, ul);
+    if (claims) {
+        memcpy(s->user + ul, claims, cl);
+        s->has_claims = true;
+        free(claims);
+    }
     count(WEB__STAT_SOCKETS, 1);
     return s;
 }
@@ -569,14 +720,10 @@ static void really_free(web_socket_t *s)
     s->closing = true; /* nothing more goes to the client */
     while (s->channels)
         end_channel(s->channels, WEB_CH_SOCKET_CLOSED);
-    while (s->subs) { /* only if a channel leaked one: keep the count honest */
-        sub_t *x = s->subs;
-        s->subs = x->next;
-        rt_unsubscribe(x->topic);
-        free(x);
-    }
+    /* Subscriptions went with the channels (invariant 4). */
     json_decref(s->claims);
-    free(s->user);
+    if (s->ops_owned)
+        free((void *)s->ops);
     free(s);
     uncount(WEB__STAT_SOCKETS);
 }
@@ -631,7 +778,7 @@ static bool handle_pub(web_socket_t *s, rt_msg_t *m)
             if (ch->status == CH_JOINED && !ch->dead && b->exclude != rt_self() && !s->closing) {
                 rt_buf_t *f = web_broadcast_frame(b, s->vsn);
                 if (f) {
-                    s->out.send_frame(s->out.ctx, f);
+                    s->ops->send_frame(s->ctx, f);
                     count(WEB__STAT_BROADCASTS_OUT, 1);
                 }
             }
@@ -643,7 +790,7 @@ static bool handle_pub(web_socket_t *s, rt_msg_t *m)
     web_channel_t *next;
     for (web_channel_t *ch = s->channels; ch; ch = next) {
         next = ch->next;
-        for (chsub_t *x = ch->subs; x; x = x->next)
+        for (chsub_t *x = ch->more ? ch->more->subs : NULL; x; x = x->next)
             if (x->hash == m->a) {
                 used = true;
                 call_info(ch, m); /* may end ch only: next stays valid */
@@ -690,7 +837,7 @@ bool web_socket_handle_info(web_socket_t *s, rt_msg_t *m)
                 /* A reply or a DOWN is the last message with its ref. */
                 if (m->kind == RT_MSG_REPLY || m->kind == RT_MSG_DOWN ||
                     m->kind == RT_MSG_ACK)
-                    ch->watch[i] = ch->watch[--ch->nwatch];
+                    ch->more->watch[i] = ch->more->watch[--ch->more->nwatch];
                 call_info(ch, m);
             }
         }
@@ -718,11 +865,23 @@ phx_vsn_t web_socket_vsn(const web_socket_t *s)
 /* ---- web_channel_* (channel.h) ------------------------------------------------ */
 
 const char *web_channel_topic(const web_channel_t *ch) { return ch->topic; }
-const char *web_channel_join_ref(const web_channel_t *ch) { return ch->join_ref; }
+const char *web_channel_join_ref(const web_channel_t *ch) { return jref(ch); }
 uint64_t web_channel_id(const web_channel_t *ch) { return ch->id; }
 rt_pid_t web_channel_pid(const web_channel_t *ch) { (void)ch; return rt_self(); }
 const char *web_channel_user(const web_channel_t *ch) { return ch->s->user; }
-const json_t *web_channel_claims(const web_channel_t *ch) { return ch->s->claims; }
+
+const json_t *web_channel_claims(const web_channel_t *ch)
+{
+    web_socket_t *s = ch->s;
+    if (!s->claims) {
+        /* First use: parse the text kept by web_socket_new (it was dumped
+         * from a valid value, so only ENOMEM can fail here: then NULL,
+         * which jansson's getters take, and the next call tries again). */
+        s->claims = s->has_claims ? json_loads(claims_text(s), JSON_DECODE_ANY, NULL)
+                                  : json_object();
+    }
+    return s->claims;
+}
 const web_channel_handler_t *web_channel_handler(const web_channel_t *ch) { return ch->h; }
 bool web_channel_joined(const web_channel_t *ch) { return ch->status == CH_JOINED && !ch->dead; }
 
@@ -732,7 +891,7 @@ int web_channel_join_ok(web_channel_t *ch, const json_t *response)
         return WEB_E_STATE;
     ch->answered = true;
     ch->status = CH_JOINED;
-    int rc = send_reply(ch->s, ch->join_ref, ch->join_push_ref, ch->topic, "ok", response);
+    int rc = send_reply(ch->s, jref(ch), jpref(ch), ch->topic, "ok", response);
     /* Queued pushes follow once the running callback returns; outside
      * any callback (a caller that is not a handler) drain them now. */
     if (ch->depth == 0)
@@ -746,7 +905,7 @@ int web_channel_join_error(web_channel_t *ch, const json_t *response)
         return WEB_E_STATE;
     ch->answered = true;
     count(WEB__STAT_JOIN_ERRORS, 1);
-    int rc = send_reply(ch->s, ch->join_ref, ch->join_push_ref, ch->topic, "error", response);
+    int rc = send_reply(ch->s, jref(ch), jpref(ch), ch->topic, "error", response);
     end_channel(ch, WEB_CH_JOIN_FAILED);
     return rc == WEB_E_CLOSED ? WEB_OK : rc;
 }
@@ -768,7 +927,7 @@ int web_channel_reply(web_channel_t *ch, const char *status, const json_t *respo
     ch->push_answered = true;
     if (!ch->push_ref)
         return WEB_OK; /* the client asked for no reply */
-    int rc = send_reply(ch->s, ch->join_ref, ch->push_ref, ch->topic, status, response);
+    int rc = send_reply(ch->s, jref(ch), ch->push_ref, ch->topic, status, response);
     return rc == WEB_E_CLOSED ? WEB_OK : rc;
 }
 
@@ -780,7 +939,10 @@ int web_channel_defer(web_channel_t *ch, uint64_t token)
         ch->push_answered = true; /* nothing to answer later */
         return WEB_OK;
     }
-    if (ch->ndeferred >= WEB_CHANNEL_MAX_DEFERRED)
+    ch_more_t *mo = more_of(ch);
+    if (!mo)
+        return WEB_E_NOMEM;
+    if (mo->ndeferred >= WEB_CHANNEL_MAX_DEFERRED)
         return WEB_E_LIMIT;
     size_t n = strlen(ch->push_ref);
     deferred_t *d = malloc(sizeof *d + n + 1);
@@ -791,11 +953,11 @@ int web_channel_defer(web_channel_t *ch, uint64_t token)
     /* Appended, so replies for the same token... never happen twice, and
      * closing answers them in the order they came. */
     d->next = NULL;
-    deferred_t **pp = &ch->deferred;
+    deferred_t **pp = &mo->deferred;
     while (*pp)
         pp = &(*pp)->next;
     *pp = d;
-    ch->ndeferred++;
+    mo->ndeferred++;
     ch->push_answered = true;
     return WEB_OK;
 }
@@ -805,14 +967,15 @@ int web_channel_reply_later(web_channel_t *ch, uint64_t token, const char *statu
 {
     if (!status)
         return WEB_E_ARG;
-    for (deferred_t **pp = &ch->deferred; *pp; pp = &(*pp)->next) {
+    for (deferred_t **pp = ch->more ? &ch->more->deferred : NULL; pp && *pp;
+         pp = &(*pp)->next) {
         deferred_t *d = *pp;
         if (d->token != token)
             continue;
         *pp = d->next;
-        ch->ndeferred--;
+        ch->more->ndeferred--;
         web_channel_unwatch(ch, token);
-        int rc = send_reply(ch->s, ch->join_ref, d->ref, ch->topic, status, response);
+        int rc = send_reply(ch->s, jref(ch), d->ref, ch->topic, status, response);
         free(d);
         return rc == WEB_E_CLOSED ? WEB_OK : rc;
     }
@@ -825,7 +988,7 @@ int web_channel_push(web_channel_t *ch, const char *event, const json_t *payload
         return WEB_E_STATE;
     if (!event)
         return WEB_E_ARG;
-    return send_event(ch->s, ch->join_ref, NULL, ch->topic, event, payload);
+    return send_event(ch->s, jref(ch), NULL, ch->topic, event, payload);
 }
 
 int web_channel_push_raw(web_channel_t *ch, const char *event, const char *payload_json,
@@ -836,7 +999,7 @@ int web_channel_push_raw(web_channel_t *ch, const char *event, const char *paylo
     if (!event || !payload_json)
         return WEB_E_ARG;
     phx_out_t o = {0};
-    int rc = phx_encode_raw(ch->s->vsn, ch->join_ref, NULL, ch->topic, event, payload_json,
+    int rc = phx_encode_raw(ch->s->vsn, jref(ch), NULL, ch->topic, event, payload_json,
                             payload_len, &o);
     return send_out(ch->s, rc, &o);
 }
@@ -851,33 +1014,37 @@ int web_channel_push_broadcast(web_channel_t *ch, web_broadcast_t *b)
     if (!f)
         return WEB_E_NOMEM;
     count(WEB__STAT_BROADCASTS_OUT, 1);
-    return ch->s->out.send_frame(ch->s->out.ctx, f) == 0 ? WEB_OK : WEB_E_CLOSED;
+    return ch->s->ops->send_frame(ch->s->ctx, f) == 0 ? WEB_OK : WEB_E_CLOSED;
 }
 
 int web_channel_watch(web_channel_t *ch, uint64_t ref)
 {
     if (ref == 0)
         return WEB_E_ARG;
-    for (size_t i = 0; i < ch->nwatch; i++)
-        if (ch->watch[i] == ref)
+    ch_more_t *mo = more_of(ch);
+    if (!mo)
+        return WEB_E_NOMEM;
+    for (size_t i = 0; i < mo->nwatch; i++)
+        if (mo->watch[i] == ref)
             return WEB_OK;
-    if (ch->nwatch == ch->capwatch) {
-        size_t cap = ch->capwatch ? ch->capwatch * 2 : 4;
-        uint64_t *w = realloc(ch->watch, cap * sizeof *w);
+    if (mo->nwatch == mo->capwatch) {
+        uint32_t cap = mo->capwatch ? mo->capwatch * 2 : 4;
+        uint64_t *w = realloc(mo->watch, cap * sizeof *w);
         if (!w)
             return WEB_E_NOMEM;
-        ch->watch = w;
-        ch->capwatch = cap;
+        mo->watch = w;
+        mo->capwatch = cap;
     }
-    ch->watch[ch->nwatch++] = ref;
+    mo->watch[mo->nwatch++] = ref;
     return WEB_OK;
 }
 
 void web_channel_unwatch(web_channel_t *ch, uint64_t ref)
 {
-    for (size_t i = 0; i < ch->nwatch; i++)
-        if (ch->watch[i] == ref) {
-            ch->watch[i] = ch->watch[--ch->nwatch];
+    ch_more_t *mo = ch->more;
+    for (size_t i = 0; mo && i < mo->nwatch; i++)
+        if (mo->watch[i] == ref) {
+            mo->watch[i] = mo->watch[--mo->nwatch];
             return;
         }
 }
@@ -887,7 +1054,10 @@ int web_channel_subscribe(web_channel_t *ch, const char *topic)
     if (!topic)
         return WEB_E_ARG;
     uint64_t h = rt_topic_hash(topic);
-    for (chsub_t *x = ch->subs; x; x = x->next)
+    ch_more_t *mo = more_of(ch);
+    if (!mo)
+        return WEB_E_NOMEM;
+    for (chsub_t *x = mo->subs; x; x = x->next)
         if (x->hash == h && strcmp(x->topic, topic) == 0)
             return WEB_OK;
     size_t n = strlen(topic);
@@ -896,13 +1066,15 @@ int web_channel_subscribe(web_channel_t *ch, const char *topic)
         return WEB_E_NOMEM;
     memcpy(x->topic, topic, n + 1);
     x->hash = h;
-    int rc = sub_add(ch->s, topic);
+    /* From inside terminate the channel has left s->channels already:
+     * finish() undoes what terminate subscribed (invariant 4). */
+    int rc = sub_add(ch->s, topic, h);
     if (rc != WEB_OK) {
         free(x);
         return rc;
     }
-    x->next = ch->subs;
-    ch->subs = x;
+    x->next = mo->subs;
+    mo->subs = x;
     return WEB_OK;
 }
 
@@ -911,11 +1083,11 @@ int web_channel_unsubscribe(web_channel_t *ch, const char *topic)
     if (!topic)
         return WEB_E_ARG;
     uint64_t h = rt_topic_hash(topic);
-    for (chsub_t **pp = &ch->subs; *pp; pp = &(*pp)->next) {
+    for (chsub_t **pp = ch->more ? &ch->more->subs : NULL; pp && *pp; pp = &(*pp)->next) {
         chsub_t *x = *pp;
         if (x->hash == h && strcmp(x->topic, topic) == 0) {
             *pp = x->next;
-            sub_del(ch->s, topic);
+            sub_del(ch->s, x->topic, h);
             free(x);
             return WEB_OK;
         }

@@ -48,7 +48,9 @@
 
 /* How the socket reaches its connection. Every function returns 0 or a
  * negative error (ignored by the socket beyond stopping its writes: the
- * transport closes a connection that cannot take more). */
+ * transport closes a connection that cannot take more). A socket keeps
+ * one pointer to the functions (and router): sockets given the same ones
+ * share a table (interned), which is what an endpoint does. */
 typedef struct web_socket_out {
     /* A text message (copied). */
     int (*send_text)(void *ctx, const char *data, size_t len);
@@ -66,7 +68,9 @@ typedef struct web_socket_config {
     const web_channel_router_t *router;   /* borrowed; outlives the socket */
     web_socket_out_t out;                 /* copied */
     const char *user;                     /* JWT sub (copied) */
-    json_t *claims;                       /* token claims; a reference is taken */
+    json_t *claims;                       /* token claims (borrowed: kept as
+                                             compact text, parsed again the first
+                                             time web_channel_claims asks) */
 } web_socket_config_t;
 
 /* A socket with no channels, or NULL on ENOMEM. Process context. */

@@ -4,9 +4,12 @@
  * user's devices; POST /api/users/:id/notify rings all of them.
  *
  * The topic carries no state of its own: join checks the token, tracks
- * presence and is answered at once; notifications are broadcasts on the
- * topic, so they take the fast lane like any other.
+ * presence (synchronously: web/presence.h) and is answered at once;
+ * notifications are broadcasts on the topic, so they take the fast lane
+ * like any other. Per idle channel this costs the presence table's entry
+ * and nothing else: the channel's state is the presence handle.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -15,10 +18,6 @@
 #include "web/presence.h"
 
 #define PREFIX "user:"
-
-typedef struct user_state {
-    web_presence_t presence;
-} user_state_t;
 
 static int64_t wall_ms(void)
 {
@@ -36,16 +35,17 @@ static web_ch_result_t user_join(web_channel_t *ch, const char *topic, json_t *p
         web_channel_join_refuse(ch, "unauthorized");
         return WEB_CH_OK;
     }
-    user_state_t *st = calloc(1, sizeof *st);
-    if (!st)
-        return WEB_CH_CRASH; /* "join crashed" */
-    *state = st;
     web_channel_join_ok(ch, NULL);
-    /* After the join reply: the tracker answers with presence_state,
-     * which must follow it (Phoenix pushes it from after_join). */
-    json_t *meta = json_pack("{sI}", "online_at", (json_int_t)wall_ms());
-    int rc = meta ? web_presence_track(&st->presence, ch, id, meta) : WEB_E_NOMEM;
-    json_decref(meta);
+    /* After the join reply: presence_state must follow it (Phoenix pushes
+     * it from after_join). The meta is written as text: no json_t to
+     * build and dump on the join path. */
+    char meta[48];
+    int n = snprintf(meta, sizeof meta, "{\"online_at\":%lld}", (long long)wall_ms());
+    /* The channel's state is the presence handle itself (a copyable
+     * pointer, presence.h): no block of its own per channel. */
+    web_presence_t pr = {0};
+    int rc = web_presence_track_text(&pr, ch, id, meta, (size_t)n);
+    *state = pr.entry;
     /* Presence is a view, not the channel's purpose: a failed track is
      * not worth failing the join, but it must be visible. */
     if (rc != WEB_OK)
@@ -63,26 +63,15 @@ static web_ch_result_t user_in(web_channel_t *ch, void *state, const char *event
     return WEB_CH_OK;
 }
 
-static web_ch_result_t user_info(web_channel_t *ch, void *state, rt_msg_t *m)
-{
-    user_state_t *st = state;
-    if (st)
-        web_presence_handle_info(&st->presence, ch, m);
-    return WEB_CH_OK;
-}
-
 static void user_terminate(web_channel_t *ch, void *state, web_ch_exit_t why)
 {
-    user_state_t *st = state;
-    if (!st)
-        return;
-    web_presence_untrack(&st->presence, ch);
-    free(st);
+    web_presence_t pr = {.entry = state}; /* NULL if the track failed */
+    web_presence_untrack(&pr, ch);
 }
 
 const web_channel_handler_t web_user_channel = WEB_CHANNEL_HANDLER(
     .prefix = PREFIX, .join = user_join, .handle_in = user_in,
-    .handle_info = user_info, .terminate = user_terminate);
+    .terminate = user_terminate);
 
 int web_user_notify(const char *user, const char *event, const char *payload_json,
                     size_t payload_len)
