@@ -1123,10 +1123,6 @@ static void proc_exit(rt_proc_t *p, rt_reason_t *reason)
         p->ext = x; /* pubsub reads subs through p */
         rt__pubsub_drop_all(p);
         p->ext = NULL;
-        for (uint32_t i = 0; i < x->links.n; i++)
-            send_exitsig(x->links.v[i].pid, me, reason, true);
-        for (uint32_t i = 0; i < x->mon_in.n; i++)
-            send_down(x->mon_in.v[i].pid, me, x->mon_in.v[i].ref, reason);
         for (uint32_t i = 0; i < x->mon_out.n; i++)
             rt__deliver(x->mon_out.v[i].pid, sys_msg(RT_MSG__DEMONITOR, me, x->mon_out.v[i].ref));
         for (uint32_t i = 0; i < x->pending.n; i++)
@@ -1143,12 +1139,9 @@ static void proc_exit(rt_proc_t *p, rt_reason_t *reason)
         }
         if (x->stop_reason)
             rt_reason_release(x->stop_reason);
-        rt__vec_free(&x->links);
-        rt__vec_free(&x->mon_in);
         rt__vec_free(&x->mon_out);
         rt__vec_free(&x->pending);
         rt__vec_free(&x->calls);
-        free(x);
     }
     /* Whatever is queued for this incarnation is answered now, with the
      * real reason; later arrivals are stale and get noproc. */
@@ -1196,9 +1189,20 @@ static void proc_exit(rt_proc_t *p, rt_reason_t *reason)
             rt__msg_release_data(m);
         }
     }
-    rt_reason_release(reason);
     atomic_fetch_sub_explicit(&rt__g.live_procs, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&rt__g.exited, 1, memory_order_relaxed);
+    /* Links and monitors hear of the exit last: whoever reacts to the
+     * EXIT or DOWN finds the process fully gone (counters, mailbox). */
+    if (x) {
+        for (uint32_t i = 0; i < x->links.n; i++)
+            send_exitsig(x->links.v[i].pid, me, reason, true);
+        for (uint32_t i = 0; i < x->mon_in.n; i++)
+            send_down(x->mon_in.v[i].pid, me, x->mon_in.v[i].ref, reason);
+        rt__vec_free(&x->links);
+        rt__vec_free(&x->mon_in);
+        free(x);
+    }
+    rt_reason_release(reason);
     /* Senders paused on us must not wait for a mailbox nobody drains. */
     unmute(me);
     free_slot((uint32_t)me);
