@@ -119,8 +119,12 @@ integration: $(BUILD)/roost
 
 # The media client against a real Janus, which tests/media/run.sh starts in
 # a private network namespace (root and unshare; exit 77 = skipped).
-check-media: $(BUILD)/tests/test_media_janus
+# Then the RoomServer's side of Janus with the phoenix client (tests/media/*.test.mjs).
+check-media: $(BUILD)/tests/test_media_janus $(BUILD)/roost
 	@bash tests/media/run.sh bash scripts/run-tests.sh media $(BUILD)/tests/test_media_janus; \
+	    rc=$$?; [ $$rc -eq 77 ] && echo "check-media: skipped (needs root, unshare and janus)" || exit $$rc
+	@[ -d tests/integration/node_modules/phoenix ] || (cd tests/integration && npm ci --no-audit --no-fund)
+	@bash tests/media/run.sh bash scripts/run-node-tests.sh media-rooms tests/media/*.test.mjs; \
 	    rc=$$?; [ $$rc -eq 77 ] && echo "check-media: skipped (needs root, unshare and janus)" || exit $$rc
 
 # Headless Chromium end-to-end tests of the demo page (tests/browser).

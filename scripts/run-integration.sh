@@ -31,26 +31,4 @@ if [ ! -d tests/integration/node_modules/phoenix ] || [ ! -d tests/integration/n
     exit 1
   }
 fi
-out=$(mktemp)
-trap 'rm -f "$out"' EXIT
-# One file at a time (each starts its own servers); --test-force-exit
-# (Node >= 20.14) so a client timer left running by a failed test cannot
-# hold the run open; a 60 s limit per test.
-# Debian 12's own Node (18) lacks the newer runner flags: add each only
-# where this node accepts it (an unknown flag is a hard error).
-flags=(--test --test-reporter=spec)
-for f in --test-concurrency=1 --test-timeout=60000 --test-force-exit; do
-  if node "$f" -e 0 >/dev/null 2>&1; then flags+=("$f"); fi
-done
-start=$(date +%s)
-node "${flags[@]}" "${files[@]}" 2>&1 | tee "$out"
-rc=${PIPESTATUS[0]}
-# The spec reporter ends with "ℹ pass N" / "ℹ fail N" (TAP: "# pass N").
-pass=$(sed -n 's/^\(ℹ\|#\) pass \([0-9]*\)$/\2/p' "$out" | tail -1)
-fail=$(sed -n 's/^\(ℹ\|#\) fail \([0-9]*\)$/\2/p' "$out" | tail -1)
-pass=${pass:-0}
-fail=${fail:-0}
-if [ "$rc" -ne 0 ] && [ "$fail" -eq 0 ]; then fail=1; fi
-echo "integration: ${pass} passed, ${fail} failed in $(( $(date +%s) - start )) s"
-echo "node integration ${pass} ${fail}" >> "$results"
-exit $rc
+exec bash scripts/run-node-tests.sh integration "${files[@]}"

@@ -860,7 +860,7 @@ static void effects(room_t *r, rq_t *q)
         if (!u)
             break;
         if (r->media && (q->fx & (FX_LEFT | FX_DISCONNECTED)))
-            room__media_gone(r->media, u->user);
+            room__media_gone(r->media, u->user, q->fx & FX_LEFT);
         if (q->fx & FX_LEFT) {
             cancel_grace(u);
             u->presumed = false;
@@ -939,8 +939,12 @@ static void complete(room_t *r, rq_t *g, bool wrote)
     if (r->status_dirty || r->pub_stale || json_object_size(r->pjoins) ||
         json_object_size(r->pleaves))
         announce(r);
-    for (rq_t *q = g; q; q = q->next)
+    for (rq_t *q = g; q; q = q->next) {
         answer(r, q);
+        /* After its join reply: a channel still joining drops signals. */
+        if (r->media && q->kind == RQ_JOIN && (q->fx & FX_RECONNECT))
+            room__media_back(r->media, ((room_join_req_t *)q->data)->user);
+    }
     free_group(g);
     check_empty(r);
     backup_runtime(r);
@@ -1421,6 +1425,10 @@ static int room_call(void *state, rt_msg_t *req, rt_from_t from)
         room_join_req_t *jr = req->data;
         if (!jr || !room_id_valid(jr->user, strlen(jr->user)) || !jr->addr.pid) {
             rt_reply_val(from, (uint32_t)(int32_t)ROOM_EINVAL, 0, 0);
+            return RT_REPLIED;
+        }
+        if (strcmp(jr->user, ROOM_RESERVED_USER) == 0) {
+            rt_reply_val(from, (uint32_t)(int32_t)ROOM_ERESERVED, 0, 0);
             return RT_REPLIED;
         }
         kind = RQ_JOIN;

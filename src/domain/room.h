@@ -68,7 +68,13 @@ typedef enum room_err {
     ROOM_EUNAVAIL,        /* "unavailable": the room is restarting or gone; try again */
     ROOM_ETOOLARGE,       /* "too_large": a participant's status over ROOM_STATUS_MAX */
     ROOM_ENOMEM,          /* "out_of_memory" */
+    ROOM_ERESERVED,       /* "reserved_user": the user id is ROOM_RESERVED_USER */
 } room_err_t;
+
+/* The user id that stands for the media server in signals ({"to":"media"},
+ * {"from":"media"}); nobody may join a room under it, in either media mode,
+ * so a signal to it is never ambiguous. */
+#define ROOM_RESERVED_USER "media"
 
 const char *room_strerror(int err);
 

@@ -74,6 +74,7 @@ const char *room_strerror(int err)
     case ROOM_EUNAVAIL: return "unavailable";
     case ROOM_ETOOLARGE: return "too_large";
     case ROOM_ENOMEM: return "out_of_memory";
+    case ROOM_ERESERVED: return "reserved_user";
     default: return "error";
     }
 }

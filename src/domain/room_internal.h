@@ -116,10 +116,10 @@ static inline void room__count(int i, int64_t d)
 /* ---- Media (room_media.c): the room's side of a Janus VideoRoom -------------
  * Only when room_config()->media == ROOM_MEDIA_JANUS. The RoomServer owns
  * one room_media_t; everything runs in the RoomServer's process and never
- * blocks: Janus requests are rt_call's to the media client whose answers
- * come back through room__media_info. The media side calls the room back
+ * blocks: Janus requests are named requests to the media client whose
+ * answers come back through room__media_info. The media side calls the room back
  * through the two functions below (room.c). */
-#define ROOM_MEDIA_PEER "media"   /* the `to` / `from` of signals with Janus */
+#define ROOM_MEDIA_PEER ROOM_RESERVED_USER   /* the `to` / `from` of signals with Janus */
 typedef struct room_media room_media_t;
 room_media_t *room__media_new(void *room, const char *room_id);
 void room__media_free(room_media_t *m);
@@ -127,14 +127,18 @@ void room__media_free(room_media_t *m);
 int room__media_signal(room_media_t *m, const char *user, const char *json, size_t len);
 /* A message the RoomServer did not recognise: true if it was media's. */
 bool room__media_info(room_media_t *m, rt_msg_t *msg);
-/* user has no connection left (left or disconnected): drop its handles. */
-void room__media_gone(room_media_t *m, const char *user);
+/* user has no connection left: drop its handles. left: for good (its
+ * entry goes); else disconnected: its media state turns "failed" and,
+ * if it comes back (room__media_back), it is asked for a fresh offer. */
+void room__media_gone(room_media_t *m, const char *user, bool left);
+/* user reconnected (after its join reply went out). */
+void room__media_back(room_media_t *m, const char *user);
+/* The room ended for good: destroy its Janus room, detach every handle. */
 /* The media bookkeeping (Janus room, handle ids per participant) for the
  * runtime the BackupServer holds, and back: a restarted RoomServer goes on
  * with the same Janus handles (they are owned by the name room:<id>). */
 json_t *room__media_dump(const room_media_t *m);
 void room__media_restore(room_media_t *m, json_t *o);
-/* The room ended for good: detach every handle it owned. */
 void room__media_release(room_media_t *m);
 /* Callbacks into room.c: deliver a "signal" payload to every connection
  * of user; record user's media state (merged into status.media, durable,

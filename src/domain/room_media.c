@@ -1,9 +1,15 @@
 /*
  * domain/room_media.c — a RoomServer's side of its Janus VideoRoom
  * (--media janus; docs/media.md "Janus"). Runs inside the RoomServer's
- * process and never blocks: every Janus request is an rt_call to the
- * media client (media/janus.h) with a timeout, remembered in `pend`; the
- * answer comes back as a message handed to room__media_info.
+ * process and never blocks: every Janus request is a named request to
+ * the media client (media/janus.h), answered to the name room:<id> with a
+ * JANUS_ANSWER that room__media_info matches against `pend`. `pend`, the
+ * handles and any offer still waiting are part of the backed-up runtime
+ * (room__media_dump), so a RoomServer restarted after a crash gets the
+ * answers to what the crashed one asked, and the media client holds
+ * messages for room:<id> while nobody holds the name. After a restart,
+ * and on every JANUS_UP, the room asks which Janus session is up
+ * (JANUS_STATUS): handles from another session are gone.
  *
  * Per roost room: one control handle that creates the VideoRoom (numeric
  * id = a hash of the room id; "already exists" is fine). Per participant:
@@ -34,9 +40,12 @@
 #include "media/janus.h"
 
 #define MEDIA_TIMEOUT_MS 10000
+/* Janus's own cap on publishers per VideoRoom; the room's max_participants
+ * is the limit people see, this only has to be above it in practice. */
+#define ROOM_MEDIA_PUBLISHERS 256
 
 enum { P_CTL_ATTACH = 1, P_CREATE, P_PUB_ATTACH, P_PUB_JOIN, P_SUB_ATTACH, P_SUB_JOIN,
-       P_SUB_START, P_OTHER };
+       P_SUB_START, P_OTHER, P_KIND_MAX };
 
 typedef struct msub {
     struct msub *next;
@@ -51,14 +60,18 @@ typedef struct muser {
     uint64_t feed_id;
     uint64_t pub;        /* publisher handle, 0 = none */
     bool attaching, joined, up, published;
+    bool dropped;        /* disconnected: its handles went; ask it to offer again */
     json_t *offer;       /* a client offer waiting for the handle / room */
     json_t *cands;       /* candidates waiting for the handle */
     msub_t *subs;
 } muser_t;
 
+/* A named request to the media client waiting for its JANUS_ANSWER; the
+ * list rides in the backup, so a restarted RoomServer gets the answers to
+ * what the crashed one asked (media/janus.h "Named requests"). */
 typedef struct pend {
     struct pend *next;
-    uint64_t ref;
+    uint64_t rid;
     int kind;
     char *user, *feed;
 } pend_t;
@@ -72,6 +85,9 @@ struct room_media {
     int phase;           /* 0 nothing, 1 attaching/creating, 2 room ready */
     bool was_down;
     uint64_t next_feed;
+    uint64_t next_rid;
+    uint64_t session;    /* the Janus session our handles live in; 0 = none known */
+    uint64_t status_ref; /* a JANUS_STATUS call on its way */
     muser_t *users;
     pend_t *pend;
 };
@@ -129,27 +145,56 @@ static void subs_free(msub_t *s)
     }
 }
 
-/* Sends req (json, stolen) to the media client; the answer is matched
- * by kind/user/feed. False if the client is not there. */
-static bool request(room_media_t *m, json_t *req, int kind, const char *user, const char *feed)
+static void pend_free(pend_t *p)
 {
-    char *js = req ? json_dumps(req, JSON_COMPACT) : NULL;
-    json_decref(req);
-    rt_pid_t media = rt_whereis(JANUS_NAME);
-    rt_msg_t *msg = js && media ? janus_req_new(js) : NULL;
-    free(js);
-    uint64_t ref = 0;
-    if (!msg || rt_call(media, msg, MEDIA_TIMEOUT_MS, &ref) != RT_OK)
-        return false;
+    free(p->user);
+    free(p->feed);
+    free(p);
+}
+
+static void pend_add(room_media_t *m, uint64_t rid, int kind, const char *user, const char *feed)
+{
     pend_t *p = calloc(1, sizeof *p);
     RT_ASSERT(p != NULL);
-    p->ref = ref;
+    p->rid = rid;
     p->kind = kind;
     p->user = user ? strdup(user) : NULL;
     p->feed = feed ? strdup(feed) : NULL;
+    RT_ASSERT((!user || p->user) && (!feed || p->feed));
     p->next = m->pend;
     m->pend = p;
+}
+
+/* Sends req (json, stolen) to the media client as a named request (the
+ * answer comes to room:<id>, whichever incarnation holds it); it is
+ * matched by kind/user/feed. False if the client is not there. */
+static bool request(room_media_t *m, json_t *req, int kind, const char *user, const char *feed)
+{
+    if (req)
+        json_object_set_new(req, "reply_to", json_string(m->name));
+    char *js = req ? json_dumps(req, JSON_COMPACT) : NULL;
+    json_decref(req);
+    rt_pid_t media = rt_whereis(JANUS_NAME);
+    uint64_t rid = ++m->next_rid;
+    rt_msg_t *msg = js && media ? janus_req_named(js, rid, MEDIA_TIMEOUT_MS) : NULL;
+    free(js);
+    if (!msg || rt_send_msg(media, msg) != RT_OK)
+        return false;
+    pend_add(m, rid, kind, user, feed);
     return true;
+}
+
+/* Asks the media client which Janus session is up (answer in
+ * room__media_info): our handles live only as long as the session they
+ * were made in, and a session change while this process was down (a
+ * crash in the restart window of Janus or of the media client) left no
+ * JANUS_DOWN/JANUS_UP for us. */
+static void status_check(room_media_t *m)
+{
+    rt_pid_t media = rt_whereis(JANUS_NAME);
+    rt_msg_t *q = media && !m->status_ref ? rt_msg_new(JANUS_STATUS) : NULL;
+    if (q && rt_call(media, q, MEDIA_TIMEOUT_MS, &m->status_ref) != RT_OK)
+        m->status_ref = 0;
 }
 
 /* Handles belong to the room's registered name, not to this process: they
@@ -295,9 +340,7 @@ void room__media_free(room_media_t *m)
     while (m->pend) {
         pend_t *p = m->pend;
         m->pend = p->next;
-        free(p->user);
-        free(p->feed);
-        free(p);
+        pend_free(p);
     }
     free(m->id);
     free(m);
@@ -310,24 +353,24 @@ static void detach(room_media_t *m, uint64_t h)
                 NULL, NULL);
 }
 
-void room__media_gone(room_media_t *m, const char *user)
+/* Detaches u's handles and the others' subscriptions to it. */
+static void drop_handles(room_media_t *m, muser_t *u)
 {
-    muser_t **pp = &m->users;
-    for (; *pp && strcmp((*pp)->user, user) != 0; pp = &(*pp)->next)
-        ;
-    muser_t *u = *pp;
-    if (!u)
-        return;
-    room__media_dirty(m->room);
-    *pp = u->next;
     detach(m, u->pub);
     for (msub_t *s = u->subs; s; s = s->next)
         detach(m, s->handle);
+    subs_free(u->subs);
+    u->subs = NULL;
+    u->pub = 0;
+    u->attaching = u->joined = u->up = false;
+    json_decref(u->offer);
+    u->offer = NULL;
+    json_array_clear(u->cands);
     /* Others' subscriptions to it end with its publisher (Janus hangs
      * them up); forget them so a comeback is subscribed afresh. */
     for (muser_t *o = m->users; o; o = o->next) {
         for (msub_t **sp = &o->subs; *sp; sp = &(*sp)->next)
-            if (strcmp((*sp)->feed, user) == 0) {
+            if (strcmp((*sp)->feed, u->user) == 0) {
                 msub_t *s = *sp;
                 *sp = s->next;
                 detach(m, s->handle);
@@ -336,7 +379,39 @@ void room__media_gone(room_media_t *m, const char *user)
                 break;
             }
     }
+}
+
+void room__media_gone(room_media_t *m, const char *user, bool left)
+{
+    muser_t **pp = &m->users;
+    for (; *pp && strcmp((*pp)->user, user) != 0; pp = &(*pp)->next)
+        ;
+    muser_t *u = *pp;
+    if (!u)
+        return;
+    room__media_dirty(m->room);
+    drop_handles(m, u);
+    if (!left) {
+        /* It may come back within the reconnect grace: its page's old
+         * connections died with the handles. */
+        if (u->published) {
+            u->dropped = true;
+            set_state(m, u, "failed");
+        }
+        return;
+    }
+    *pp = u->next;
     user_free(u);
+}
+
+void room__media_back(room_media_t *m, const char *user)
+{
+    muser_t *u = user_get(m, user, false);
+    if (!u || !u->dropped)
+        return;
+    u->dropped = false;
+    room__media_dirty(m->room);
+    deliver(m, u->user, json_pack("{sb}", "renegotiate", 1));
 }
 
 int room__media_signal(room_media_t *m, const char *user, const char *json, size_t len)
@@ -357,6 +432,7 @@ int room__media_signal(room_media_t *m, const char *user, const char *json, size
             json_decref(u->offer);
             u->offer = json_incref(sdp);
             u->published = true;
+            u->dropped = false;
             u->up = false;
             set_state(m, u, "connecting");
             pub_step(m, u);
@@ -419,9 +495,11 @@ static void answered(room_media_t *m, pend_t *p, rt_msg_t *msg)
             break;
         }
         m->ctl = handle_of(a);
-        request(m, json_pack("{sssIs{sssIsIsb}}", "janus", "message", "handle_id",
+        /* The description names the roost room (Janus's "list" shows it). */
+        request(m, json_pack("{sssIs{sssIsIsbss}}", "janus", "message", "handle_id",
                              (json_int_t)m->ctl, "body", "request", "create", "room",
-                             (json_int_t)m->jroom, "publishers", 16, "is_private", 0),
+                             (json_int_t)m->jroom, "publishers", ROOM_MEDIA_PUBLISHERS, "is_private", 0,
+                             "description", m->name),
                 P_CREATE, NULL, NULL);
         break;
     case P_CREATE: {
@@ -492,14 +570,19 @@ static void answered(room_media_t *m, pend_t *p, rt_msg_t *msg)
 
 static void janus_down(room_media_t *m)
 {
-    if (m->phase == 0 && !m->ctl && !m->was_down) {
-        bool any = false;
-        for (muser_t *u = m->users; u; u = u->next)
-            any |= u->published;
-        if (!any)
-            return;
+    /* What was asked of the old session is answered with an error or not
+     * at all; nothing waits for it any more. */
+    while (m->pend) {
+        pend_t *p = m->pend;
+        m->pend = p->next;
+        pend_free(p);
     }
     if (m->was_down)
+        return;
+    bool any = m->phase != 0 || m->ctl;
+    for (muser_t *u = m->users; u; u = u->next)
+        any |= u->published;
+    if (!any)
         return;
     m->was_down = true;
     m->phase = 0;
@@ -569,26 +652,60 @@ out:
     json_decref(e);
 }
 
+/* What the media client says of the session: see status_check. */
+static void session_seen(room_media_t *m, bool connected, uint64_t session)
+{
+    if (!connected) {
+        janus_down(m);
+        m->session = 0;
+        return;
+    }
+    if (m->session && session != m->session) {
+        janus_down(m); /* our handles died with the old session */
+        m->session = session;
+        janus_up(m);
+        return;
+    }
+    m->session = session;
+    janus_up(m);
+}
+
+static pend_t *pend_take(room_media_t *m, uint64_t rid)
+{
+    for (pend_t **pp = &m->pend; *pp; pp = &(*pp)->next) {
+        pend_t *p = *pp;
+        if (p->rid == rid) {
+            *pp = p->next;
+            return p;
+        }
+    }
+    return NULL;
+}
+
 bool room__media_info(room_media_t *m, rt_msg_t *msg)
 {
     if (!m)
         return false;
     if (msg->kind == RT_MSG_REPLY) {
-        for (pend_t **pp = &m->pend; *pp; pp = &(*pp)->next) {
-            pend_t *p = *pp;
-            if (p->ref != msg->ref)
-                continue;
-            *pp = p->next;
-            answered(m, p, msg);
+        if (!m->status_ref || msg->ref != m->status_ref)
+            return false;
+        m->status_ref = 0;
+        if (!(msg->flags & RT_MF_ERROR) && msg->tag == JANUS_STATUS) {
             room__media_dirty(m->room);
-            free(p->user);
-            free(p->feed);
-            free(p);
-            return true;
+            session_seen(m, msg->a != 0, msg->b);
         }
-        return false;
+        return true;
     }
     switch (msg->tag) {
+    case JANUS_ANSWER: {
+        pend_t *p = pend_take(m, msg->a);
+        if (!p)
+            return true; /* asked by an incarnation whose backup missed it */
+        answered(m, p, msg);
+        room__media_dirty(m->room);
+        pend_free(p);
+        return true;
+    }
     case JANUS_EVENT:
         room__media_dirty(m->room);
         janus_event(m, msg->a, msg->data);
@@ -596,10 +713,11 @@ bool room__media_info(room_media_t *m, rt_msg_t *msg)
     case JANUS_DOWN:
         room__media_dirty(m->room);
         janus_down(m);
+        m->session = 0;
         return true;
     case JANUS_UP:
-        room__media_dirty(m->room);
-        janus_up(m);
+        /* Which session it is comes with the status answer. */
+        status_check(m);
         return true;
     default:
         return false;
@@ -616,61 +734,121 @@ json_t *room__media_dump(const room_media_t *m)
         json_t *subs = json_object();
         RT_ASSERT(subs != NULL);
         for (const msub_t *s = u->subs; s; s = s->next)
-            if (s->handle)
+            if (s->handle || s->attaching)
                 RT_ASSERT(json_object_set_new(subs, s->feed,
-                                              json_pack("{sIsb}", "handle", (json_int_t)s->handle,
-                                                        "joined", s->joined)) == 0);
-        json_t *x = json_pack("{sIsIsbsbsbso}", "feed_id", (json_int_t)u->feed_id, "pub",
-                              (json_int_t)u->pub, "joined", u->joined, "up", u->up,
-                              "published", u->published, "subs", subs);
+                                              json_pack("{sIsbsb}", "handle", (json_int_t)s->handle,
+                                                        "joined", s->joined, "attaching",
+                                                        s->attaching)) == 0);
+        json_t *x = json_pack("{sIsIsbsbsbsbsbsOsOso}", "feed_id", (json_int_t)u->feed_id, "pub",
+                              (json_int_t)u->pub, "attaching", u->attaching, "joined", u->joined,
+                              "up", u->up, "published", u->published, "dropped", u->dropped,
+                              "offer",
+                              u->offer ? u->offer : json_null(), "cands", u->cands, "subs", subs);
         RT_ASSERT(x && json_object_set_new(users, u->user, x) == 0);
     }
-    /* A room being created when the server died is created again. */
-    json_t *o = json_pack("{sIsIsisbsIso}", "jroom", (json_int_t)m->jroom, "ctl",
-                          (json_int_t)m->ctl, "phase", m->phase == 2 ? 2 : 0, "was_down",
-                          m->was_down, "next_feed", (json_int_t)m->next_feed, "users", users);
+    json_t *pend = json_array();
+    RT_ASSERT(pend != NULL);
+    for (const pend_t *p = m->pend; p; p = p->next)
+        RT_ASSERT(json_array_append_new(pend, json_pack("[Iiss]", (json_int_t)p->rid, p->kind,
+                                                        p->user ? p->user : "",
+                                                        p->feed ? p->feed : "")) == 0);
+    json_t *o = json_pack("{sIsIsisbsIsIsIsoso}", "jroom", (json_int_t)m->jroom, "ctl",
+                          (json_int_t)m->ctl, "phase", m->phase, "was_down", m->was_down,
+                          "next_feed", (json_int_t)m->next_feed, "next_rid",
+                          (json_int_t)m->next_rid, "session", (json_int_t)m->session, "pend",
+                          pend, "users", users);
     RT_ASSERT(o != NULL);
     return o;
 }
 
+static bool pending(const room_media_t *m, int kind, const char *user, const char *feed)
+{
+    for (const pend_t *p = m->pend; p; p = p->next)
+        if (p->kind == kind && (!user || (p->user && strcmp(p->user, user) == 0)) &&
+            (!feed || (p->feed && strcmp(p->feed, feed) == 0)))
+            return true;
+    return false;
+}
+
+static const char *nonempty(json_t *s)
+{
+    const char *v = json_string_value(s);
+    return v && v[0] ? v : NULL;
+}
+
 void room__media_restore(room_media_t *m, json_t *o)
 {
-    if (!json_is_object(o))
-        return;
-    m->jroom = (uint64_t)json_integer_value(json_object_get(o, "jroom"));
-    if (!m->jroom)
-        m->jroom = hash_id(m->id);
-    m->ctl = (uint64_t)json_integer_value(json_object_get(o, "ctl"));
-    m->phase = (int)json_integer_value(json_object_get(o, "phase")) == 2 ? 2 : 0;
-    m->was_down = json_is_true(json_object_get(o, "was_down"));
-    m->next_feed = (uint64_t)json_integer_value(json_object_get(o, "next_feed"));
-    const char *user;
-    json_t *x;
-    json_object_foreach(json_object_get(o, "users"), user, x) {
-        muser_t *u = user_get(m, user, true);
-        u->feed_id = (uint64_t)json_integer_value(json_object_get(x, "feed_id"));
-        u->pub = (uint64_t)json_integer_value(json_object_get(x, "pub"));
-        /* Requests in flight died with the old server: a publisher that
-         * was not joined yet waits for the client's next offer. */
-        u->joined = json_is_true(json_object_get(x, "joined")) && u->pub;
-        u->up = json_is_true(json_object_get(x, "up"));
-        u->published = json_is_true(json_object_get(x, "published"));
-        const char *feed;
-        json_t *sx;
-        json_object_foreach(json_object_get(x, "subs"), feed, sx) {
-            msub_t *s = sub_get(u, feed, true);
-            s->handle = (uint64_t)json_integer_value(json_object_get(sx, "handle"));
-            s->joined = json_is_true(json_object_get(sx, "joined"));
+    if (json_is_object(o)) {
+        m->jroom = (uint64_t)json_integer_value(json_object_get(o, "jroom"));
+        if (!m->jroom)
+            m->jroom = hash_id(m->id);
+        m->ctl = (uint64_t)json_integer_value(json_object_get(o, "ctl"));
+        m->phase = (int)json_integer_value(json_object_get(o, "phase"));
+        if (m->phase < 0 || m->phase > 2)
+            m->phase = 0;
+        m->was_down = json_is_true(json_object_get(o, "was_down"));
+        m->next_feed = (uint64_t)json_integer_value(json_object_get(o, "next_feed"));
+        m->next_rid = (uint64_t)json_integer_value(json_object_get(o, "next_rid"));
+        m->session = (uint64_t)json_integer_value(json_object_get(o, "session"));
+        size_t i;
+        json_t *pj;
+        json_array_foreach(json_object_get(o, "pend"), i, pj) {
+            int kind = (int)json_integer_value(json_array_get(pj, 1));
+            if (kind > 0 && kind < P_KIND_MAX)
+                pend_add(m, (uint64_t)json_integer_value(json_array_get(pj, 0)), kind,
+                         nonempty(json_array_get(pj, 2)), nonempty(json_array_get(pj, 3)));
         }
-        if (u->feed_id > m->next_feed)
-            m->next_feed = u->feed_id;
+        const char *user;
+        json_t *x;
+        json_object_foreach(json_object_get(o, "users"), user, x) {
+            muser_t *u = user_get(m, user, true);
+            u->feed_id = (uint64_t)json_integer_value(json_object_get(x, "feed_id"));
+            u->pub = (uint64_t)json_integer_value(json_object_get(x, "pub"));
+            u->attaching = json_is_true(json_object_get(x, "attaching"));
+            u->joined = json_is_true(json_object_get(x, "joined")) && u->pub;
+            u->up = json_is_true(json_object_get(x, "up"));
+            u->published = json_is_true(json_object_get(x, "published"));
+            u->dropped = json_is_true(json_object_get(x, "dropped"));
+            json_t *offer = json_object_get(x, "offer");
+            if (json_is_object(offer))
+                u->offer = json_incref(offer);
+            json_t *cands = json_object_get(x, "cands");
+            if (json_is_array(cands))
+                json_array_extend(u->cands, cands);
+            const char *feed;
+            json_t *sx;
+            json_object_foreach(json_object_get(x, "subs"), feed, sx) {
+                msub_t *s = sub_get(u, feed, true);
+                s->handle = (uint64_t)json_integer_value(json_object_get(sx, "handle"));
+                s->joined = json_is_true(json_object_get(sx, "joined"));
+                s->attaching = json_is_true(json_object_get(sx, "attaching"));
+            }
+            if (u->feed_id > m->next_feed)
+                m->next_feed = u->feed_id;
+        }
+        /* A request whose sending was in the very message that crashed is
+         * not in the backup: what waited for it starts over. */
+        if (m->phase == 1 && !pending(m, P_CTL_ATTACH, NULL, NULL) &&
+            !pending(m, P_CREATE, NULL, NULL))
+            m->phase = 0;
+        for (muser_t *u = m->users; u; u = u->next) {
+            if (u->attaching && !pending(m, P_PUB_ATTACH, u->user, NULL))
+                u->attaching = false;
+            for (msub_t *s = u->subs; s; s = s->next)
+                if (s->attaching && !pending(m, P_SUB_ATTACH, u->user, s->feed))
+                    s->attaching = false;
+        }
+        for (muser_t *u = m->users; u; u = u->next)
+            pub_step(m, u);
     }
+    status_check(m);
 }
 
 void room__media_release(room_media_t *m)
 {
     rt_pid_t media = m ? rt_whereis(JANUS_NAME) : RT_NOPID;
-    rt_msg_t *msg = media ? janus_release_new(m->name) : NULL;
+    /* The VideoRoom goes with the room (it was made when ctl was). */
+    rt_msg_t *msg = media ? janus_release_new(m->name, m->ctl ? m->jroom : 0) : NULL;
     if (msg)
         rt_send_msg(media, msg);
 }

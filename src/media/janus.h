@@ -44,12 +44,32 @@
  * Owned by name. An attach request may carry "owner": "<registered
  * name>" (at most 63 bytes; removed before the request goes to Janus):
  * the handle then belongs to whoever holds that name when a message about
- * it arrives (looked up with rt_whereis at each one; dropped while nobody
- * does), and it is not monitored: it survives its owner's crash and
- * restart (a RoomServer restarted by its supervisor re-registers
- * room:<id> and carries on with the same handles). Such handles are
- * detached by an explicit "detach", or all at once with JANUS_RELEASE
- * (data = the name) when the owner ends for good.
+ * it arrives (looked up with rt_whereis at each one), and it is not
+ * monitored: it survives its owner's crash and restart (a RoomServer
+ * restarted by its supervisor re-registers room:<id> and carries on with
+ * the same handles). Such handles are detached by an explicit "detach",
+ * or all at once with JANUS_RELEASE (data = the name; a = a VideoRoom id
+ * to destroy first, through one of those handles, or 0) when the owner
+ * ends for good.
+ *
+ * Named requests. A process that must get its answers even across its
+ * own crash (a RoomServer) sends the request as an info message instead
+ * of a call: janus_req_named(json, rid, timeout_ms), with "reply_to":
+ * "<its registered name>" in the JSON. The answer is an info message
+ * JANUS_ANSWER {a = rid; data = Janus's final answer as JSON text
+ * (RT_OWN_FREE), or flags & RT_MF_ERROR and an rt_reason_t (RT_OWN_RC):
+ * "timeout" after timeout_ms (0 = 10 s), "janus_unavailable",
+ * "janus_disconnected", "janus_bad_request"} sent to whoever holds the
+ * name when it comes. An attach without "owner" is owned by that name.
+ * The caller picks rids (unique among its pending ones) and keeps them
+ * in its backed-up state: a restarted incarnation receives the answers
+ * to what the crashed one asked.
+ *
+ * Absent owners. A message for a name that nobody holds at that moment
+ * (a named owner between two incarnations: events, JANUS_DOWN, named
+ * answers) is parked, in order, and delivered as soon as the name is
+ * held again; after holdover_ms (default 5 s) it is dropped and counted
+ * ("dropped" in JANUS_STATUS). At most 4096 messages are parked.
  *
  * Connection. On (re)connect the client creates the session and sends
  * JANUS_UP {a = session id} to cfg->notify (if set) and publishes it on
@@ -63,6 +83,7 @@
 #ifndef ROOST_MEDIA_JANUS_H
 #define ROOST_MEDIA_JANUS_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "rt/rt.h"
@@ -78,15 +99,18 @@ enum {
     JANUS_UP,             /* info / publish: a = session id */
     JANUS_DOWN,           /* info / publish: the session and every handle are gone */
     JANUS_STATUS,         /* call: reply JANUS_STATUS a = connected (0/1), b = session id,
-                             data = NULL; for tests and /metrics */
-    JANUS_RELEASE,        /* info: data = an owner name (RT_OWN_FREE); detaches every
-                             handle owned by that name */
+                             data = JSON text {connected, session, handles, pending,
+                             parked, dropped} (RT_OWN_FREE; NULL on ENOMEM) */
+    JANUS_RELEASE,        /* info: data = an owner name (RT_OWN_FREE), a = VideoRoom to
+                             destroy or 0; detaches every handle owned by that name */
+    JANUS_ANSWER,         /* info to a named requester: a = rid, data = answer (see above) */
     /* internal */
     JANUS_IO_UP,
     JANUS_IO_MSG,
     JANUS_IO_DOWN,
     JANUS_T_KEEPALIVE,
     JANUS_T_RECONNECT,
+    JANUS_T_TICK,
 };
 
 typedef struct janus_config {
@@ -97,15 +121,25 @@ typedef struct janus_config {
     int backoff_max_ms;     /* 0 = 10000 */
     int txn_timeout_ms;     /* a transaction Janus never answers is dropped
                                after this; 0 = 60000 */
+    int holdover_ms;        /* how long a message waits for an absent named
+                               owner; 0 = 5000 */
 } janus_config_t;
 
 /* The behaviour; spawn it with a janus_config_t * as arg (borrowed). */
 extern const rt_behaviour_t janus_behaviour;
 
+/* Whether the media client has a Janus session now (any thread; for
+ * /healthz). */
+bool janus_connected(void);
+
 /* A JANUS_REQ call message carrying a copy of json (NULL on ENOMEM). */
 rt_msg_t *janus_req_new(const char *json);
-/* A JANUS_RELEASE message for owner_name (NULL on ENOMEM); send it with
- * rt_send_msg to the client. */
-rt_msg_t *janus_release_new(const char *owner_name);
+/* A JANUS_REQ info message (named request: json has "reply_to") carrying
+ * a copy of json, answered with JANUS_ANSWER a = rid; NULL on ENOMEM.
+ * Send it with rt_send_msg to the client. */
+rt_msg_t *janus_req_named(const char *json, uint64_t rid, int timeout_ms);
+/* A JANUS_RELEASE message for owner_name that destroys VideoRoom videoroom
+ * (0 = none) first (NULL on ENOMEM); send it with rt_send_msg to the client. */
+rt_msg_t *janus_release_new(const char *owner_name, uint64_t videoroom);
 
 #endif

@@ -17,6 +17,7 @@
 #include <openssl/sha.h>
 
 #include "domain/room.h"
+#include "media/janus.h"
 #include "net/ws.h"
 #include "web/channel.h"
 #include "web/jwt.h"
@@ -189,9 +190,12 @@ static void healthz(const web_api_t *api, web_api_response_t *res)
     rt_get_stats(&st);
     web_channel_stats_t ws;
     web_channel_get_stats(&ws);
+    bool janus = room_config()->media == ROOM_MEDIA_JANUS;
+    /* "janus" only in janus mode: "connected" once the media client has a
+     * session (calls through Janus work), else "connecting". */
     web_api_json(res, 200,
-                 json_pack("{sssssssIsIsI}", "status", "ok", "media",
-                           room_config()->media == ROOM_MEDIA_JANUS ? "janus" : "none",
+                 json_pack("{ssssss*sssIsIsI}", "status", "ok", "media", janus ? "janus" : "none",
+                           "janus", janus ? (janus_connected() ? "connected" : "connecting") : NULL,
                            "version", api->version ? api->version : "?", "uptime_ms",
                            (json_int_t)(rt_now_ms() - api->started_ms), "processes",
                            (json_int_t)st.processes, "sockets", (json_int_t)ws.sockets));

@@ -458,6 +458,21 @@ describe('join errors', () => {
     assert.equal(bob2.reply.status, 'ok', 'a free seat again after a leave');
   });
 
+  test('reserved_user: nobody joins as "media" (the name signals use for the media server)', async () => {
+    const id = roomId('reserved');
+    await createRoom(server, { id });
+    for (const role of ['participant', 'viewer']) {
+      const m = await member(server, pool, id, 'media', { expectOk: false, params: { role }, clientOpts: noRejoin });
+      assert.deepEqual(m.reply, { status: 'error', response: { reason: 'reserved_user' } }, role);
+    }
+    const st = await roomState(server, id);
+    assert.deepEqual(st.participants, {}, 'no entry for a refused join');
+    assert.equal(st.viewers ?? 0, 0, 'no viewer either');
+    // Any other name is fine, "media" inside one included.
+    const ok = await member(server, pool, id, 'media-team');
+    assert.equal(ok.reply.status, 'ok');
+  });
+
   test('ended: joining a room that was ended', async () => {
     const id = roomId('ended');
     await createRoom(server, { id });

@@ -7,6 +7,8 @@
 #                        (DIR/janus.pid, log in DIR/janus.log) and wait
 #                        until ws://127.0.0.1:8188 accepts connections
 #   janus.sh stop DIR    kill -9 that Janus (a crash, as the tests want)
+#   janus.sh pause DIR   SIGSTOP it: requests stay unanswered (in flight)
+#   janus.sh resume DIR  SIGCONT it: it answers what it was sent meanwhile
 #
 # Run `start` inside the private network namespace set up by
 # tests/media/run.sh: Janus 1.1.2 ignores loopback interfaces when it
@@ -21,7 +23,7 @@ LIBDIR="${JANUS_LIBDIR:-/usr/lib/x86_64-linux-gnu/janus}"
 PORT="${JANUS_WS_PORT:-8188}"
 
 cmd="${1:-}"; dir="${2:-}"
-[ -n "$cmd" ] && [ -n "$dir" ] || { echo "usage: $0 setup|start|stop DIR" >&2; exit 2; }
+[ -n "$cmd" ] && [ -n "$dir" ] || { echo "usage: $0 setup|start|stop|pause|resume DIR" >&2; exit 2; }
 
 case "$cmd" in
 setup)
@@ -98,5 +100,9 @@ stop)
     rm -f "$dir/janus.pid"
   fi
   ;;
-*) echo "usage: $0 setup|start|stop DIR" >&2; exit 2 ;;
+pause|resume)
+  [ -f "$dir/janus.pid" ] || { echo "janus.sh: no janus running in $dir" >&2; exit 1; }
+  kill "-$([ "$cmd" = pause ] && echo STOP || echo CONT)" "$(cat "$dir/janus.pid")"
+  ;;
+*) echo "usage: $0 setup|start|stop|pause|resume DIR" >&2; exit 2 ;;
 esac

@@ -65,7 +65,7 @@ static void setup(void)
     ib = rt_inbox_open(0);
     cr_assert_not_null(ib);
     janus_config_t cfg = {.url = url(), .notify = rt_inbox_pid(ib), .keepalive_ms = 1000,
-                          .backoff_min_ms = 100, .backoff_max_ms = 1000};
+                          .backoff_min_ms = 100, .backoff_max_ms = 1000, .holdover_ms = 200};
     cr_assert_eq(rt_spawn(&janus_behaviour, &cfg, NULL, &media), RT_OK);
     rt_msg_t *up = wait_tag(JANUS_UP, 5000);
     cr_assert_not_null(up, "no JANUS_UP: the client did not create a session");
@@ -195,8 +195,11 @@ static void fwd_info(void *state, rt_msg_t *m)
     if (!out)
         return;
     out->a = m->a;
-    if (m->data && m->tag == JANUS_EVENT)
-        rt_msg_set_data(out, strdup(m->data), RT_OWN_FREE);
+    out->flags = m->flags & RT_MF_ERROR;
+    if (m->data && (m->tag == JANUS_EVENT || m->tag == JANUS_ANSWER)) {
+        const char *text = m->flags & RT_MF_ERROR ? ((rt_reason_t *)m->data)->text : m->data;
+        rt_msg_set_data(out, strdup(text), RT_OWN_FREE);
+    }
     rt_send_msg((rt_pid_t)(uintptr_t)state, out);
 }
 
@@ -246,7 +249,7 @@ static void handles_owned_by_name(void)
     /* JANUS_RELEASE detaches every handle of the name (the next holder
      * of the name is a restarted owner; a room that ended has none). */
     rt_pid_t second = spawn_owner();
-    rt_msg_t *rel = janus_release_new(OWNER_NAME);
+    rt_msg_t *rel = janus_release_new(OWNER_NAME, 0);
     cr_assert_not_null(rel);
     cr_assert_eq(rt_send_msg(media, rel), RT_OK);
     const char *kind = NULL;
@@ -300,11 +303,153 @@ static void reconnects_after_janus_is_killed(void)
     create_room(h2);
 }
 
+
+/* A named request's answer (JANUS_ANSWER) goes to whoever holds the name
+ * when it arrives; while nobody does, it and the events of the name's
+ * handles wait (in order) and reach the next holder. */
+static void send_named_req(const char *json, uint64_t rid, int timeout_ms)
+{
+    rt_msg_t *m = janus_req_named(json, rid, timeout_ms);
+    cr_assert_not_null(m);
+    cr_assert_eq(rt_send_msg(media, m), RT_OK);
+}
+
+static json_t *status_json(void)
+{
+    rt_msg_t *reply = NULL;
+    cr_assert_eq(rt_call_sync(media, rt_msg_new(JANUS_STATUS), 5000, &reply), RT_OK);
+    cr_assert_not_null(reply->data);
+    json_t *o = json_loads(reply->data, 0, NULL);
+    cr_assert_not_null(o);
+    rt_msg_free(reply);
+    return o;
+}
+
+static json_int_t status_int(const char *key)
+{
+    json_t *o = status_json();
+    json_int_t v = json_integer_value(json_object_get(o, key));
+    json_decref(o);
+    return v;
+}
+
+static void named_requests_reach_the_next_holder(void)
+{
+    rt_pid_t first = spawn_owner();
+    /* An attach by name: the handle belongs to the name (no "owner"). */
+    send_named_req("{\"janus\":\"attach\",\"plugin\":\"janus.plugin.videoroom\",\"reply_to\":\""
+                   OWNER_NAME "\"}", 41, 5000);
+    rt_msg_t *a = wait_tag(JANUS_ANSWER, 5000);
+    cr_assert_not_null(a, "no JANUS_ANSWER to the named requester");
+    cr_assert_eq(a->a, 41);
+    cr_assert_not(a->flags & RT_MF_ERROR, "attach failed: %s", (char *)a->data);
+    json_t *aj = json_loads(a->data, 0, NULL);
+    cr_assert_str_eq(janus_kind(aj), "success");
+    uint64_t h = (uint64_t)json_integer_value(json_object_get(json_object_get(aj, "data"), "id"));
+    json_decref(aj);
+    rt_msg_free(a);
+    cr_assert_neq(h, 0);
+
+    /* The holder dies. A request asked now (as a crashed RoomServer's was
+     * in flight) and the handle's own events wait for the name. */
+    cr_assert_eq(rt_exit(first, RT_KILL), RT_OK);
+    uint64_t end = rt_now_ms() + 2000;
+    while (rt_whereis(OWNER_NAME) && rt_now_ms() < end)
+        rt_msg_free(rt_inbox_recv(ib, 5));
+    cr_assert_eq(rt_whereis(OWNER_NAME), RT_NOPID);
+    char req[320];
+    snprintf(req, sizeof req,
+             "{\"janus\":\"message\",\"handle_id\":%llu,\"body\":{\"request\":\"create\","
+             "\"publishers\":4,\"description\":\"parked\"},\"reply_to\":\"" OWNER_NAME "\"}",
+             (unsigned long long)h);
+    send_named_req(req, 42, 5000);
+    /* Bad requests are answered too (here: parked as well). */
+    send_named_req("{\"reply_to\":\"" OWNER_NAME "\"}", 43, 5000);
+    end = rt_now_ms() + 5000;
+    while (status_int("parked") < 2 && rt_now_ms() < end)
+        rt_msg_free(rt_inbox_recv(ib, 10)); /* bounded poll: parking has no event */
+    cr_assert_eq(status_int("parked"), 2, "the answers were not kept for the absent owner");
+    cr_assert_null(wait_tag(JANUS_ANSWER, 50), "an answer went nowhere useful");
+
+    rt_pid_t second = spawn_owner();
+    /* Both reach it (in the order they were answered: the bad one at once). */
+    uint64_t room = 0;
+    bool got_bad = false;
+    for (int i = 0; i < 2; i++) {
+        rt_msg_t *c = wait_tag(JANUS_ANSWER, 5000);
+        cr_assert_not_null(c, "the next holder of the name did not get the parked answers");
+        if (c->a == 43) {
+            cr_assert(c->flags & RT_MF_ERROR);
+            cr_assert_str_eq((char *)c->data, "janus_bad_request");
+            got_bad = true;
+        } else {
+            cr_assert_eq(c->a, 42);
+            json_t *cj = json_loads(c->data, 0, NULL);
+            json_t *data = json_object_get(json_object_get(cj, "plugindata"), "data");
+            cr_assert_str_eq(json_string_value(json_object_get(data, "videoroom")), "created");
+            room = (uint64_t)json_integer_value(json_object_get(data, "room"));
+            json_decref(cj);
+        }
+        rt_msg_free(c);
+    }
+    cr_assert(got_bad && room != 0);
+    cr_assert_eq(status_int("parked"), 0);
+
+    /* JANUS_RELEASE with the VideoRoom: it is destroyed, then the handles
+     * go. Checked through a handle of the test's own. */
+    uint64_t mine = attach();
+    rt_msg_t *rel = janus_release_new(OWNER_NAME, room);
+    cr_assert_not_null(rel);
+    cr_assert_eq(rt_send_msg(media, rel), RT_OK);
+    snprintf(req, sizeof req,
+             "{\"janus\":\"message\",\"handle_id\":%llu,\"body\":{\"request\":\"exists\",\"room\":%llu}}",
+             (unsigned long long)mine, (unsigned long long)room);
+    bool exists = true;
+    end = rt_now_ms() + 5000;
+    while (exists && rt_now_ms() < end) {
+        rt_msg_free(rt_inbox_recv(ib, 10));
+        json_t *e = request(req);
+        exists = json_is_true(json_object_get(
+            json_object_get(json_object_get(e, "plugindata"), "data"), "exists"));
+        json_decref(e);
+    }
+    cr_assert_not(exists, "the VideoRoom outlived JANUS_RELEASE");
+    /* ... and the name's handle was detached after it. */
+    snprintf(req, sizeof req, "{\"janus\":\"message\",\"handle_id\":%llu,\"body\":{\"request\":\"list\"}}",
+             (unsigned long long)h);
+    const char *kind = "success";
+    end = rt_now_ms() + 3000;
+    while (strcmp(kind, "error") != 0 && rt_now_ms() < end) {
+        rt_msg_free(rt_inbox_recv(ib, 10));
+        json_t *x = request(req);
+        kind = strcmp(janus_kind(x), "error") == 0 ? "error" : "success";
+        json_decref(x);
+    }
+    cr_assert_str_eq(kind, "error", "the handle survived JANUS_RELEASE");
+    rt_exit(second, RT_KILL);
+}
+
+/* Messages for a name nobody takes again are dropped after holdover_ms
+ * (200 ms in this test's client) and counted. */
+static void parked_messages_expire(void)
+{
+    send_named_req("{\"janus\":\"attach\",\"plugin\":\"janus.plugin.videoroom\",\"reply_to\":"
+                   "\"room:nobody\"}", 7, 5000);
+    json_int_t before = status_int("dropped");
+    uint64_t end = rt_now_ms() + 5000;
+    while (status_int("dropped") == before && rt_now_ms() < end)
+        rt_msg_free(rt_inbox_recv(ib, 20));
+    cr_assert_eq(status_int("dropped"), before + 1);
+    cr_assert_eq(status_int("parked"), 0);
+}
+
 /* One test, in this order: Criterion runs tests in parallel processes and
  * the second part kills the one Janus both would share. */
 Test(media_janus, session_rooms_and_reconnect, .init = setup, .fini = teardown)
 {
     create_attach_room_destroy();
     handles_owned_by_name();
+    named_requests_reach_the_next_holder();
+    parked_messages_expire();
     reconnects_after_janus_is_killed();
 }
