@@ -1,20 +1,31 @@
-// roost demo page: a 1:1 peer-to-peer call (media mode "none").
+// roost demo page: a call on the room channel, with the media either peer to
+// peer (media mode "none": 1:1) or through roost's Janus VideoRoom (mode
+// "janus": any number of participants).
 //
 // Signalling goes over the room channel `room:<id>` (docs/media.md):
 //   signal {to, sdp:{type,sdp}} / {to, candidate}  -> peer gets {from, ...}
 //   status {muted, camera}                          -> merged into room state
 //   data   {text}                                   -> others get {from, data}
-// The participant whose id sorts first offers; the other answers. Every
-// offer starts a fresh session: the answerer drops any old connection when
-// one arrives, and the offerer makes a new one whenever the peer (re)joins.
-// window.roost exposes the live objects for tests and for poking around.
 //
-// Janus mode (the server says "media":"janus" in /healthz): the media goes
-// through roost's Janus VideoRoom and the page signals only with the
-// server, as the peer "media": it publishes once (its offer to "media",
-// the answer from "media") and gets one offer per other participant
-// ({from:"media", feed:"<user>", sdp}) that it answers with the same feed.
-// {from:"media", renegotiate:true} asks for a fresh publisher offer.
+// Peer to peer: the participant whose id sorts first offers; the other
+// answers. Every offer starts a fresh session: the answerer drops any old
+// connection when one arrives, and the offerer makes a new one whenever the
+// peer (re)joins.
+//
+// Janus mode (the server says "media":"janus" in /healthz): the page
+// signals only with the server, as the peer "media": it publishes once (its
+// offer to "media", the answer from "media") and gets one offer per other
+// participant ({from:"media", feed:"<user>", sdp}) that it answers with the
+// same feed; each such subscription is one tile. {from:"media",
+// renegotiate:true} asks for a fresh publisher offer (and drops every
+// subscription: the server subscribes again once the new one is up).
+//
+// Tiles: #tiles holds one <figure class="tile remote" data-user="..."> per
+// remote participant (sorted by id), the "waiting" placeholder while there
+// is none, and your own tile (.self, last). One remote: it fills the stage and yours floats in
+// its corner; more: a grid sized to fit the stage.
+//
+// window.roost exposes the live objects for tests and for poking around.
 import { Socket, Presence } from '/static/vendor/phoenix.mjs';
 
 const $ = (id) => document.getElementById(id);
@@ -23,21 +34,30 @@ let socket = null;
 let channel = null;
 let presence = null;
 let me = null;
-let room = null;
 let localStream = null;
-let pc = null;          // the RTCPeerConnection of the current session
-let peer = null;        // the user id it is with
-let pendingIce = [];    // candidates that came before the remote description
+let pc = null;          // p2p: the RTCPeerConnection of the current session
+let peer = null;        // p2p: the user id it is with
+let pendingIce = [];    // p2p: candidates that came before the remote description
 let signals = Promise.resolve(); // signals are handled one at a time, in order
 let roomState = null;
 const myStatus = { muted: false, camera: true };
 let mode = 'none';      // media mode of the server: 'none' or 'janus'
 let pubPc = null;       // janus: the publisher connection
-const subs = new Map(); // janus: feed user -> {pc, pendingIce}
+const subs = new Map(); // janus: feed user -> {pc, pendingIce, stream}, in arrival order
+const tiles = new Map(); // user -> tile (remote participants only)
+
+// The first remote connection: p2p the session, janus the first subscription.
+function firstRemote() {
+  if (mode !== 'janus') return pc ? { feed: peer, pc } : null;
+  for (const [feed, s] of subs) return { feed, pc: s.pc };
+  return null;
+}
 
 window.roost = {
-  get pc() { return pc; },
-  get peer() { return peer; },
+  get pc() { return firstRemote()?.pc ?? null; },
+  get peer() { return firstRemote()?.feed ?? null; },
+  /** The remote participants with a tile, in tile order (sorted). */
+  feeds() { return [...tiles.keys()].sort(); },
   get channel() { return channel; },
   get state() { return roomState; },
   get user() { return me; },
@@ -85,7 +105,6 @@ async function devToken(sub, roomId) {
 async function join(roomId, name, token) {
   if (!roomId || !name) throw new Error('Enter a room and a name.');
   me = name;
-  room = roomId;
   if (!token) token = await devToken(name, roomId);
   try {
     const health = await (await fetch('/healthz')).json();
@@ -97,7 +116,10 @@ async function join(roomId, name, token) {
   } catch (err) {
     throw new Error(`No camera or microphone: ${err.message}`);
   }
-  $('local-video').srcObject = localStream;
+  const self = makeTile(me, true);
+  self.video.id = 'local-video';
+  self.video.muted = true;
+  self.video.srcObject = localStream;
 
   socket = new Socket('/socket', { params: { token } });
   socket.onOpen(() => setConn('connected'));
@@ -110,7 +132,7 @@ async function join(roomId, name, token) {
   channel.on('data', (msg) => addMessage(msg.from, msg.data?.text ?? JSON.stringify(msg.data)));
 
   presence = new Presence(channel);
-  presence.onJoin((id, current) => {
+  presence.onJoin((id) => {
     // A new session with the peer each time it (re)joins: a reload shows
     // up as a second meta while the old one may still be listed.
     if (mode === 'none' && id !== me && shouldOffer(id)) {
@@ -118,10 +140,11 @@ async function join(roomId, name, token) {
     }
   });
   presence.onLeave((id, current) => {
-    if (mode === 'janus' && current.metas.length === 0) dropFeed(id);
-    else if (id === peer && current.metas.length === 0) endSession();
+    if (current.metas.length > 0) return;
+    if (mode === 'janus') dropFeed(id);
+    else if (id === peer) endSession();
   });
-  presence.onSync(renderPeople);
+  presence.onSync(() => { renderPeople(); renderTiles(); });
 
   await new Promise((resolve, reject) => {
     channel.join()
@@ -133,10 +156,10 @@ async function join(roomId, name, token) {
   if (mode === 'janus') signals = signals.then(publish).catch(logError);
   $('join').hidden = true;
   $('call').hidden = false;
-  $('local-name').textContent = me;
   $('room-label').textContent = `room ${roomId}`;
   document.title = `roost · ${roomId}`;
   pushStatus();
+  layoutTiles();
 }
 
 function leave(reload = true) {
@@ -147,12 +170,155 @@ function leave(reload = true) {
   channel?.leave();
   socket?.disconnect();
   localStream?.getTracks().forEach((t) => t.stop());
+  selfTile.fig?.remove(); // a failed join may be tried again
+  selfTile.fig = null;
   channel = socket = localStream = null;
   if (reload) location.reload();
 }
 $('leave').addEventListener('click', () => leave());
 
-// ---- the peer connection ------------------------------------------------------
+// ---- tiles --------------------------------------------------------------------
+
+const selfTile = { fig: null, video: null };
+
+/** A tile for `user`: figure[data-user] > video, cover (avatar), caption. */
+function makeTile(user, self = false) {
+  const fig = document.createElement('figure');
+  fig.className = self ? 'tile self' : 'tile remote';
+  fig.dataset.user = user;
+  const video = document.createElement('video');
+  video.autoplay = true;
+  video.playsInline = true;
+  const cover = document.createElement('div');
+  cover.className = 'cover';
+  const avatar = document.createElement('span');
+  avatar.className = 'avatar';
+  avatar.textContent = [...user][0]?.toUpperCase() ?? '?';
+  avatar.style.setProperty('--hue', String(hue(user)));
+  const note = document.createElement('span');
+  note.className = 'note';
+  cover.append(avatar, note);
+  const cap = document.createElement('figcaption');
+  const name = document.createElement('span');
+  name.className = 'name';
+  name.textContent = self ? `${user} (you)` : user;
+  const flags = document.createElement('span');
+  flags.className = 'flags';
+  const media = document.createElement('span');
+  media.className = 'media';
+  cap.append(name, flags, media);
+  fig.append(video, cover, cap);
+  const live = () => { fig.classList.toggle('live', video.videoWidth > 0); };
+  video.addEventListener('loadeddata', live);
+  video.addEventListener('resize', live);
+  video.addEventListener('emptied', live);
+  const tile = { fig, video, note, flags, media };
+  if (self) {
+    Object.assign(selfTile, tile);
+    $('tiles').append(fig);
+  } else {
+    // Remote tiles sorted by user id (stable across renegotiations), yours last.
+    const next = [...tiles.keys()].filter((u) => u > user).sort()[0];
+    tiles.set(user, tile);
+    $('tiles').insertBefore(fig, next ? tiles.get(next).fig : selfTile.fig);
+  }
+  renderTile(user);
+  layoutTiles();
+  return tile;
+}
+
+function remoteTile(user) { return tiles.get(user) || makeTile(user); }
+
+function removeTile(user) {
+  const t = tiles.get(user);
+  if (!t) return;
+  t.video.srcObject = null;
+  t.fig.remove();
+  tiles.delete(user);
+  layoutTiles();
+}
+
+function hue(s) {
+  let h = 0;
+  for (const c of s) h = (h * 31 + c.codePointAt(0)) % 360;
+  return h;
+}
+
+// connecting / connected / failed: Janus's word for the participant's
+// publisher (status.media), narrowed by this page's own connection for it.
+function mediaHint(user) {
+  const conn = user === me
+    ? (mode === 'janus' ? pubPc : null)
+    : (mode === 'janus' ? subs.get(user)?.pc : (user === peer ? pc : null));
+  const own = conn?.connectionState;
+  const local = own === 'connected' ? 'connected'
+    : own === 'failed' || own === 'closed' ? 'failed'
+      : own === 'disconnected' ? 'disconnected'
+        : own ? 'connecting' : null;
+  if (mode !== 'janus') return local;
+  const published = roomState?.participants?.[user]?.status?.media ?? null;
+  if (published !== 'connected') return published ?? local;
+  return user === me ? published : local ?? published;
+}
+
+function renderTile(user) {
+  const t = user === me ? selfTile : tiles.get(user);
+  if (!t?.fig) return;
+  const st = user === me ? myStatus : roomState?.participants?.[user]?.status;
+  const flags = flagsOf(st);
+  t.flags.replaceChildren(...flags.map((f) => {
+    const s = document.createElement('span');
+    s.className = 'flag';
+    s.textContent = f;
+    return s;
+  }));
+  const hint = mediaHint(user);
+  if (hint) t.fig.dataset.media = hint;
+  else delete t.fig.dataset.media;
+  t.media.textContent = hint && hint !== 'connected' ? hint : '';
+  const cameraOff = st?.camera === false;
+  t.fig.classList.toggle('camera-off', cameraOff);
+  t.note.textContent = cameraOff ? 'camera off' : hint === 'failed' ? 'no media' : 'connecting…';
+}
+
+function renderTiles() {
+  renderTile(me);
+  for (const user of tiles.keys()) renderTile(user);
+  const others = presence ? presence.list((id) => id).filter((id) => id !== me) : [];
+  $('waiting-text').textContent = others.length
+    ? `Connecting to ${others.join(', ')}…` : 'Waiting for someone to join…';
+}
+
+// One remote tile: it fills the stage, yours floats in its corner ("pip").
+// More: everyone in a grid, the column count chosen so that 16:9 tiles are
+// as large as the stage allows (narrow screens: one or two columns, scrolling).
+const GAP = 12;
+function layoutTiles() {
+  const box = $('tiles');
+  const remote = tiles.size;
+  $('waiting').hidden = remote > 0;
+  const pip = remote <= 1;
+  box.dataset.layout = pip ? 'pip' : 'grid';
+  const n = pip ? 1 : remote + 1;
+  const W = box.clientWidth;
+  const H = box.clientHeight;
+  if (!W) return;
+  let width = 0;
+  if (matchMedia('(max-width: 800px)').matches) {
+    const cols = n >= 3 ? 2 : 1;
+    width = (W - GAP * (cols - 1)) / cols;
+  } else {
+    for (let cols = 1; cols <= n; cols++) {
+      const rows = Math.ceil(n / cols);
+      const w = Math.min((W - GAP * (cols - 1)) / cols, ((H - GAP * (rows - 1)) / rows) * 16 / 9);
+      width = Math.max(width, w);
+    }
+  }
+  box.style.setProperty('--tile-w', `${Math.max(120, Math.floor(width))}px`);
+}
+new ResizeObserver(layoutTiles).observe($('tiles'));
+
+// ---- the peer connection (p2p) -------------------------------------------------
 
 // Deterministic: of two participants, the lexicographically smaller id offers.
 function shouldOffer(other) { return me < other; }
@@ -169,14 +335,16 @@ function newPeerConnection(other) {
   };
   conn.ontrack = (e) => {
     if (conn !== pc) return;
-    $('remote-video').srcObject = e.streams[0] || new MediaStream([e.track]);
-    $('remote-placeholder').hidden = true;
+    const v = remoteTile(other).video;
+    const stream = e.streams[0] || new MediaStream([e.track]);
+    if (v.srcObject !== stream) v.srcObject = stream;
   };
   conn.onconnectionstatechange = () => {
-    if (conn === pc) setConn(`peer ${other}: ${conn.connectionState}`);
+    if (conn !== pc) return;
+    setConn(`peer ${other}: ${conn.connectionState}`);
+    renderTile(other);
   };
-  $('remote-name').textContent = other;
-  renderFlags();
+  remoteTile(other);
   return conn;
 }
 
@@ -189,14 +357,11 @@ async function startSession(other, offer) {
 }
 
 function endSession() {
-  if (pc && mode !== 'janus') pc.close();
+  pc?.close();
+  if (peer) removeTile(peer);
   pc = null;
   peer = null;
   pendingIce = [];
-  $('remote-video').srcObject = null;
-  $('remote-placeholder').hidden = false;
-  $('remote-name').textContent = '';
-  renderFlags();
 }
 
 // ---- janus mode ----------------------------------------------------------------
@@ -209,18 +374,48 @@ async function publish() {
   conn.onicecandidate = (e) => {
     if (e.candidate && conn === pubPc) push('signal', { to: 'media', candidate: e.candidate.toJSON() });
   };
-  conn.onconnectionstatechange = () => { if (conn === pubPc) setConn(`media: ${conn.connectionState}`); };
+  conn.onconnectionstatechange = () => {
+    if (conn !== pubPc) return;
+    setConn(`media: ${conn.connectionState}`);
+    renderTile(me);
+  };
   const desc = await conn.createOffer();
   await conn.setLocalDescription(desc);
   push('signal', { to: 'media', sdp: { type: desc.type, sdp: desc.sdp } });
 }
 
+/** Forgets the subscription to `feed` and its tile. */
 function dropFeed(feed) {
-  const s = subs.get(feed);
-  if (!s) return;
-  s.pc.close();
+  subs.get(feed)?.pc.close();
   subs.delete(feed);
-  if (peer === feed) endSession();
+  removeTile(feed);
+}
+
+// A subscription to `feed`: one connection that only receives, one tile.
+// A fresh offer for a feed replaces its connection and keeps its tile.
+async function subscribe(feed, sdp) {
+  subs.get(feed)?.pc.close();
+  const conn = new RTCPeerConnection({ iceServers: [] });
+  const s = { pc: conn, pendingIce: [], stream: new MediaStream() };
+  subs.set(feed, s);
+  const tile = remoteTile(feed);
+  tile.video.srcObject = null;
+  conn.onicecandidate = (e) => {
+    if (e.candidate && subs.get(feed) === s) push('signal', { to: 'media', feed, candidate: e.candidate.toJSON() });
+  };
+  conn.ontrack = (e) => {
+    if (subs.get(feed) !== s) return;
+    s.stream.addTrack(e.track);
+    tile.video.srcObject = s.stream;
+  };
+  conn.onconnectionstatechange = () => { if (subs.get(feed) === s) renderTile(feed); };
+  await conn.setRemoteDescription(sdp);
+  for (const c of s.pendingIce) await conn.addIceCandidate(c).catch(logError);
+  s.pendingIce = [];
+  const answer = await conn.createAnswer();
+  await conn.setLocalDescription(answer);
+  push('signal', { to: 'media', feed, sdp: { type: answer.type, sdp: answer.sdp } });
+  renderTile(feed);
 }
 
 async function onMediaSignal({ feed, sdp, candidate, renegotiate }) {
@@ -238,34 +433,7 @@ async function onMediaSignal({ feed, sdp, candidate, renegotiate }) {
     return;
   }
   if (sdp?.type === 'offer') {
-    subs.get(feed)?.pc.close();
-    const conn = new RTCPeerConnection({ iceServers: [] });
-    const s = { pc: conn, pendingIce: [] };
-    subs.set(feed, s);
-    conn.onicecandidate = (e) => {
-      if (e.candidate && subs.get(feed) === s) push('signal', { to: 'media', feed, candidate: e.candidate.toJSON() });
-    };
-    conn.ontrack = (e) => {
-      if (subs.get(feed) !== s) return;
-      if (!peer || peer === feed) {
-        peer = feed;
-        pc = conn;
-        const v = $('remote-video');
-        const st = v.srcObject instanceof MediaStream && v.srcObject.__feed === feed ? v.srcObject : new MediaStream();
-        st.__feed = feed;
-        st.addTrack(e.track);
-        v.srcObject = st;
-        $('remote-placeholder').hidden = true;
-        $('remote-name').textContent = feed;
-        renderFlags();
-      }
-    };
-    await conn.setRemoteDescription(sdp);
-    for (const c of s.pendingIce) await conn.addIceCandidate(c).catch(logError);
-    s.pendingIce = [];
-    const answer = await conn.createAnswer();
-    await conn.setLocalDescription(answer);
-    push('signal', { to: 'media', feed, sdp: { type: answer.type, sdp: answer.sdp } });
+    await subscribe(feed, sdp);
   } else if (candidate) {
     const s = subs.get(feed);
     if (!s) return;
@@ -321,7 +489,7 @@ $('mute').addEventListener('click', () => {
   $('mute').setAttribute('aria-pressed', String(myStatus.muted));
   $('mute').textContent = myStatus.muted ? 'Unmute' : 'Mute';
   pushStatus();
-  renderFlags();
+  renderTile(me);
 });
 
 $('camera').addEventListener('click', () => {
@@ -330,7 +498,7 @@ $('camera').addEventListener('click', () => {
   $('camera').setAttribute('aria-pressed', String(!myStatus.camera));
   $('camera').textContent = myStatus.camera ? 'Camera off' : 'Camera on';
   pushStatus();
-  renderFlags();
+  renderTile(me);
 });
 
 $('chat-form').addEventListener('submit', (e) => {
@@ -363,7 +531,7 @@ function renderState(state) {
     `v${roomState.version} · ${n} participant${n === 1 ? '' : 's'}` +
     (roomState.viewers ? ` · ${roomState.viewers} watching` : '');
   renderPeople();
-  renderFlags();
+  renderTiles();
 }
 
 function flagsOf(status) {
@@ -371,12 +539,6 @@ function flagsOf(status) {
   if (status?.muted) f.push('muted');
   if (status?.camera === false) f.push('camera off');
   return f;
-}
-
-function renderFlags() {
-  $('local-flags').textContent = flagsOf(myStatus).join(' · ');
-  const st = peer && roomState?.participants?.[peer]?.status;
-  $('remote-flags').textContent = flagsOf(st).join(' · ');
 }
 
 function renderPeople() {
