@@ -15,15 +15,8 @@ fi
 if [ ! -d tests/browser/node_modules/playwright-core ]; then
   (cd tests/browser && npm ci --no-audit --no-fund) || exit 1
 fi
-out=$(mktemp)
-trap 'rm -f "$out"' EXIT
-bash tests/media/run.sh node --test --test-reporter=spec --test-timeout=180000 \
-  tests/browser/janus.test.mjs 2>&1 | tee "$out"
-rc=${PIPESTATUS[0]}
+ROOST_TEST_TIMEOUT_MS=180000 bash tests/media/run.sh bash scripts/run-node-tests.sh browser-janus \
+  tests/browser/janus.test.mjs
+rc=$?
 [ "$rc" -eq 77 ] && { echo "browser-janus: skipped"; exit 77; }
-pass=$(sed -n 's/^\(ℹ\|#\) pass \([0-9]*\)$/\2/p' "$out" | tail -1)
-fail=$(sed -n 's/^\(ℹ\|#\) fail \([0-9]*\)$/\2/p' "$out" | tail -1)
-pass=${pass:-0}; fail=${fail:-0}
-if [ "$rc" -ne 0 ] && [ "$fail" -eq 0 ]; then fail=1; fi
-echo "node browser-janus ${pass} ${fail}" >> "$results"
 exit $rc

@@ -35,21 +35,4 @@ fi
 if [ ! -d tests/browser/node_modules/playwright-core ]; then
   (cd tests/browser && npm ci --no-audit --no-fund) || fail_setup "npm ci in tests/browser/ failed"
 fi
-out=$(mktemp)
-trap 'rm -f "$out"' EXIT
-flags=(--test --test-reporter=spec)
-for f in --test-concurrency=1 --test-timeout=120000 --test-force-exit; do
-  if node "$f" -e 0 >/dev/null 2>&1; then flags+=("$f"); fi
-done
-start=$(date +%s)
-node "${flags[@]}" "${files[@]}" 2>&1 | tee "$out"
-rc=${PIPESTATUS[0]}
-# The spec reporter ends with "ℹ pass N" / "ℹ fail N" (TAP: "# pass N").
-pass=$(sed -n 's/^\(ℹ\|#\) pass \([0-9]*\)$/\2/p' "$out" | tail -1)
-fail=$(sed -n 's/^\(ℹ\|#\) fail \([0-9]*\)$/\2/p' "$out" | tail -1)
-pass=${pass:-0}
-fail=${fail:-0}
-if [ "$rc" -ne 0 ] && [ "$fail" -eq 0 ]; then fail=1; fi
-echo "browser: ${pass} passed, ${fail} failed in $(( $(date +%s) - start )) s"
-echo "node browser ${pass} ${fail}" >> "$results"
-exit $rc
+ROOST_TEST_TIMEOUT_MS=120000 exec bash scripts/run-node-tests.sh browser "${files[@]}"
