@@ -2,8 +2,8 @@
  * web_harness.h — the fake connection that hosts Phoenix sockets in the
  * web layer's unit tests: a client whose outbound frames are captured,
  * pumped through the runtime, parsed back as JSON. Included by exactly one
- * .c per test binary (test_web_socket.c, test_web_presence.c); every
- * helper is static and marked unused.
+ * .c per test binary (test_web_socket.c, test_web_presence.c,
+ * test_web_presence_table.c); every helper is static and marked unused.
  */
 #ifndef ROOST_TEST_WEB_HARNESS_H
 #define ROOST_TEST_WEB_HARNESS_H
@@ -37,6 +37,9 @@ typedef struct host {
     size_t n, rd;
     int close_code;
     char close_reason[128];
+    json_t *claims;    /* NULL: {"sub": user} */
+    web_socket_out_t output; /* send_text etc.; zero: the capturing ones */
+    const web_channel_router_t *router; /* NULL: the file's */
 } host_t;
 
 static rt_exec_t ex;
@@ -73,11 +76,16 @@ static void cap_close(void *ctx, int code, const char *reason)
 static rt_reason_t *host_init(void *arg, void **state)
 {
     host_t *h = arg;
-    json_t *claims = json_pack("{ss}", "sub", h->user);
+    json_t *claims = h->claims ? json_incref(h->claims) : json_pack("{ss}", "sub", h->user);
     web_socket_config_t cfg = {
-        .vsn = h->vsn, .router = &router, .user = h->user, .claims = claims,
+        .vsn = h->vsn, .router = h->router ? h->router : &router, .user = h->user,
+        .claims = claims,
         .out = {.send_text = cap_text, .send_frame = cap_frame, .close = cap_close, .ctx = h},
     };
+    if (h->output.send_text) {
+        cfg.out = h->output;
+        cfg.out.ctx = h;
+    }
     h->s = web_socket_new(&cfg);
     json_decref(claims);
     *state = h;
@@ -116,16 +124,28 @@ HARNESS void pump(void)
     }
 }
 
-HARNESS host_t *host_new(phx_vsn_t vsn, const char *user)
+/* A host with its own claims (borrowed until the socket is made), router
+ * and output functions (ctx is set to the host); NULL: the defaults. */
+HARNESS host_t *host_new_with(phx_vsn_t vsn, const char *user, json_t *claims,
+                              const web_channel_router_t *r, const web_socket_out_t *out)
 {
     host_t *h = calloc(1, sizeof *h);
     h->vsn = vsn;
     h->user = user;
+    h->claims = claims;
+    h->router = r;
+    if (out)
+        h->output = *out;
     rt_spawn_opts_t o = {.exec = &ex};
     cr_assert_eq(rt_spawn(&host_beh, h, &o, &h->pid), RT_OK);
     pump();
     cr_assert_not_null(h->s);
     return h;
+}
+
+HARNESS host_t *host_new(phx_vsn_t vsn, const char *user)
+{
+    return host_new_with(vsn, user, NULL, NULL, NULL);
 }
 
 typedef struct msg_arg {
@@ -177,5 +197,83 @@ HARNESS void host_free(host_t *h)
 HARNESS size_t pending(const host_t *h)
 {
     return h->n - h->rd;
+}
 
-#endif
+/* Pumps until the client has at least n unread messages (or 3 s pass):
+ * for answers that come from processes on the schedulers. */
+HARNESS void await_msgs(host_t *h, size_t n)
+{
+    for (int i = 0; i < 3000 && pending(h) < n; i++) {
+        rt_exec_run(&ex, 1000);
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    cr_assert_geq(pending(h), n, "waited for %zu messages, have %zu", n, pending(h));
+}
+
+/* The next message the client received, parsed (caller json_decref). */
+HARNESS json_t *next_json(host_t *h, out_item_t *item)
+{
+    cr_assert(h->rd < h->n, "expected another message to the client");
+    out_item_t *it = &h->out[h->rd++];
+    if (item)
+        *item = *it;
+    json_error_t err;
+    json_t *j = json_loads(it->text, 0, &err);
+    cr_assert_not_null(j, "client got invalid JSON: %s", it->text);
+    return j;
+}
+
+/* Asserts the next message is [join_ref, ref, topic, event, payload]
+ * (V2 form; V1 messages are converted). payload NULL: not checked. */
+HARNESS void expect(host_t *h, const char *join_ref, const char *ref, const char *topic,
+                    const char *event, const char *payload)
+{
+    out_item_t it;
+    json_t *j = next_json(h, &it);
+    json_t *jr, *r, *t, *e, *p;
+    if (h->vsn == PHX_V2) {
+        cr_assert(json_is_array(j) && json_array_size(j) == 5, "not a V2 message: %s", it.text);
+        jr = json_array_get(j, 0);
+        r = json_array_get(j, 1);
+        t = json_array_get(j, 2);
+        e = json_array_get(j, 3);
+        p = json_array_get(j, 4);
+    } else {
+        cr_assert(json_is_object(j), "not a V1 message: %s", it.text);
+        jr = json_object_get(j, "join_ref");
+        r = json_object_get(j, "ref");
+        t = json_object_get(j, "topic");
+        e = json_object_get(j, "event");
+        p = json_object_get(j, "payload");
+        cr_assert(jr && r, "V1 message without ref/join_ref: %s", it.text);
+    }
+    if (join_ref)
+        cr_assert_str_eq(json_string_value(jr) ? json_string_value(jr) : "(null)", join_ref,
+                         "join_ref in %s", it.text);
+    else
+        cr_assert(json_is_null(jr), "join_ref not null in %s", it.text);
+    if (ref)
+        cr_assert_str_eq(json_string_value(r) ? json_string_value(r) : "(null)", ref,
+                         "ref in %s", it.text);
+    else
+        cr_assert(json_is_null(r), "ref not null in %s", it.text);
+    cr_assert_str_eq(json_string_value(t), topic, "topic in %s", it.text);
+    cr_assert_str_eq(json_string_value(e), event, "event in %s", it.text);
+    if (payload) {
+        json_t *want = json_loads(payload, 0, NULL);
+        cr_assert_not_null(want, "bad expected payload %s", payload);
+        cr_assert(json_equal(want, p), "payload %s, wanted %s (in %s)",
+                  json_dumps(p, JSON_COMPACT), payload, it.text);
+        json_decref(want);
+    }
+    json_decref(j);
+}
+
+HARNESS void expect_none(host_t *h)
+{
+    cr_assert_eq(pending(h), 0, "unexpected message to the client: %s",
+                 pending(h) ? h->out[h->rd].text : "");
+}
+
+#endif /* ROOST_TEST_WEB_HARNESS_H */
