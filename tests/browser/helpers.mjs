@@ -156,9 +156,13 @@ export async function joinForm(page, room, name) {
   await page.locator('#call').waitFor({ state: 'visible', timeout: 10000 });
 }
 
-/** A new page on the demo page of srv, joined to `room` as `name`. */
-export async function openAndJoin(context, srv, room, name) {
+/**
+ * A new page on the demo page of srv, joined to `room` as `name`. init: a
+ * function run in the page before its scripts, on every load (addInitScript).
+ */
+export async function openAndJoin(context, srv, room, name, { init } = {}) {
   const page = await context.newPage();
+  if (init) await page.addInitScript(init);
   page.on('pageerror', (e) => console.error(`[${name}] page error:`, e.message));
   page.on('console', (m) => {
     if (m.type() === 'error' || m.type() === 'warning') console.error(`[${name}]`, m.text());

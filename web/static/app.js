@@ -7,10 +7,20 @@
 //   status {muted, camera}                          -> merged into room state
 //   data   {text}                                   -> others get {from, data}
 //
-// Peer to peer: the participant whose id sorts first offers; the other
-// answers. Every offer starts a fresh session: the answerer drops any old
-// connection when one arrives, and the offerer makes a new one whenever the
-// peer (re)joins.
+// Peer to peer the call is 1:1, and every page works out the same two
+// callers without asking anyone: the two participants who have been in the
+// room longest, ranked by the joined_at of their room-state entry (carried
+// by the room state and by every Presence meta; ties: the smaller id). An
+// entry lives on through a reload or a dropped connection (it is only
+// "connected: false" for the server's --reconnect-grace), so a caller who
+// reloads keeps the place, while one who leaves (Leave, or the grace
+// running out) goes and the next participant waiting takes the place.
+// Everyone else sees a notice instead of a remote tile, and signals from
+// anyone but this page's partner are ignored. Of the two callers the one
+// whose id sorts first offers; the other answers. Every offer starts a
+// fresh session: the answerer drops any old connection when one arrives,
+// and the offerer makes a new one whenever its partner appears in Presence
+// (a (re)join, a reload) or becomes its partner.
 //
 // Janus mode (the server says "media":"janus" in /healthz): the page
 // signals only with the server, as the peer "media": it publishes once (its
@@ -37,6 +47,9 @@ let me = null;
 let localStream = null;
 let pc = null;          // p2p: the RTCPeerConnection of the current session
 let peer = null;        // p2p: the user id it is with
+let partner = null;     // p2p: the other caller when this page is one of the two, else null
+const rejoined = new Set(); // p2p: users (this page's included) with a new Presence meta since the last pairUp()
+const DEBUG = new URLSearchParams(location.search).has('debug');
 let pendingIce = [];    // p2p: candidates that came before the remote description
 let signals = Promise.resolve(); // signals are handled one at a time, in order
 let roomState = null;
@@ -64,6 +77,10 @@ window.roost = {
   get mode() { return mode; },
   get pubPc() { return pubPc; },
   get subs() { return subs; },
+  /** Whether this page takes part in the call: janus always, p2p when one of the two callers. */
+  get inCall() { return mode === 'janus' || callers().includes(me); },
+  /** p2p: the (at most two) participants who form the call, first comer first; janus: []. */
+  callers() { return mode === 'janus' ? [] : callers(); },
 };
 
 // ---- joining ------------------------------------------------------------------
@@ -132,19 +149,23 @@ async function join(roomId, name, token) {
   channel.on('data', (msg) => addMessage(msg.from, msg.data?.text ?? JSON.stringify(msg.data)));
 
   presence = new Presence(channel);
-  presence.onJoin((id) => {
-    // A new session with the peer each time it (re)joins: a reload shows
-    // up as a second meta while the old one may still be listed.
-    if (mode === 'none' && id !== me && shouldOffer(id)) {
-      signals = signals.then(() => startSession(id, true)).catch(logError);
-    }
+  presence.onJoin((id, current, joined) => {
+    // p2p: the offerer starts a new session each time its partner (re)joins
+    // or this page itself joins again after its connection dropped (pairUp,
+    // right after, in onSync). Only a meta with a new phx_ref counts: a
+    // join diff may repeat one that presence_state already listed.
+    if (mode !== 'none') return;
+    const known = new Set((current?.metas || []).map((m) => m.phx_ref));
+    if (joined.metas.some((m) => !known.has(m.phx_ref))) rejoined.add(id);
   });
   presence.onLeave((id, current) => {
-    if (current.metas.length > 0) return;
-    if (mode === 'janus') dropFeed(id);
-    else if (id === peer) endSession();
+    if (current.metas.length === 0 && mode === 'janus') dropFeed(id);
   });
-  presence.onSync(() => { renderPeople(); renderTiles(); });
+  presence.onSync(() => {
+    if (mode === 'none') pairUp();
+    renderPeople();
+    renderTiles();
+  });
 
   await new Promise((resolve, reject) => {
     channel.join()
@@ -164,6 +185,8 @@ async function join(roomId, name, token) {
 
 function leave(reload = true) {
   endSession();
+  partner = null;
+  rejoined.clear();
   pubPc?.close();
   pubPc = null;
   for (const f of [...subs.keys()]) dropFeed(f);
@@ -284,9 +307,46 @@ function renderTile(user) {
 function renderTiles() {
   renderTile(me);
   for (const user of tiles.keys()) renderTile(user);
-  const others = presence ? presence.list((id) => id).filter((id) => id !== me) : [];
-  $('waiting-text').textContent = others.length
-    ? `Connecting to ${others.join(', ')}…` : 'Waiting for someone to join…';
+  let text;
+  if (mode === 'none') {
+    text = !partner ? 'Waiting for someone to join…'
+      : isPresent(partner) ? `Connecting to ${partner}…`
+        : `${partner} dropped out — waiting for them to come back…`;
+  } else {
+    const others = presence ? presence.list((id) => id).filter((id) => id !== me) : [];
+    text = others.length ? `Connecting to ${others.join(', ')}…` : 'Waiting for someone to join…';
+  }
+  $('waiting-text').textContent = text;
+  renderBusy();
+}
+
+// p2p, for a participant who is not one of the two callers: a notice in
+// place of the remote tile.
+function renderBusy() {
+  const pair = mode === 'none' && me ? callers() : [];
+  const busy = pair.length === 2 && !pair.includes(me);
+  const box = $('busy');
+  if (busy) {
+    const key = pair.join('\n');
+    if (box.dataset.pair !== key) {
+      box.dataset.pair = key;
+      $('busy-avatars').replaceChildren(...pair.map((u) => {
+        const a = document.createElement('span');
+        a.className = 'avatar';
+        a.textContent = [...u][0]?.toUpperCase() ?? '?';
+        a.title = u;
+        a.style.setProperty('--hue', String(hue(u)));
+        return a;
+      }));
+      $('busy-title').textContent = `${pair[0]} and ${pair[1]} are in a 1:1 call`;
+    }
+  } else {
+    delete box.dataset.pair;
+  }
+  if (box.hidden === busy) {
+    box.hidden = !busy;
+    layoutTiles();
+  }
 }
 
 // One remote tile: it fills the stage, yours floats in its corner ("pip").
@@ -296,7 +356,7 @@ const GAP = 12;
 function layoutTiles() {
   const box = $('tiles');
   const remote = tiles.size;
-  $('waiting').hidden = remote > 0;
+  $('waiting').hidden = remote > 0 || !$('busy').hidden;
   const pip = remote <= 1;
   box.dataset.layout = pip ? 'pip' : 'grid';
   const n = pip ? 1 : remote + 1;
@@ -315,13 +375,68 @@ function layoutTiles() {
     }
   }
   box.style.setProperty('--tile-w', `${Math.max(120, Math.floor(width))}px`);
+  // The p2p notice may be taller than 16:9: your tile floats in its corner.
+  const busy = $('busy');
+  if (busy.hidden) box.style.removeProperty('--remote-h');
+  else box.style.setProperty('--remote-h', `${busy.offsetHeight}px`);
 }
 new ResizeObserver(layoutTiles).observe($('tiles'));
 
 // ---- the peer connection (p2p) -------------------------------------------------
 
-// Deterministic: of two participants, the lexicographically smaller id offers.
+// Deterministic: of the two callers, the lexicographically smaller id offers.
 function shouldOffer(other) { return me < other; }
+
+function isPresent(user) {
+  return presence ? presence.list((id) => id).includes(user) : false;
+}
+
+/**
+ * Everyone with a place in the room, first comer first: the participants of
+ * the room state (connected or within the reconnect grace) and whoever
+ * Presence lists, ranked by joined_at (a user's newest value from either:
+ * it only grows, on a join after the entry was gone), then by id.
+ */
+function ranked() {
+  const at = new Map();
+  const note = (u, t) => {
+    const n = Number.isFinite(t) ? t : Infinity;
+    at.set(u, at.has(u) ? Math.max(at.get(u), n) : n);
+  };
+  for (const [u, p] of Object.entries(roomState?.participants || {})) note(u, p?.joined_at);
+  if (presence) {
+    presence.list((u, { metas }) => {
+      for (const m of metas) note(u, m.joined_at ?? m.online_at);
+    });
+  }
+  return [...at.keys()].sort((a, b) => {
+    const ta = at.get(a), tb = at.get(b);
+    if (ta !== tb) return ta < tb ? -1 : 1;
+    return a < b ? -1 : a > b ? 1 : 0;
+  });
+}
+
+/** p2p: the (at most two) participants who form the call. */
+function callers() { return ranked().slice(0, 2); }
+
+/**
+ * p2p: works out this page's partner from the room state and Presence, and
+ * starts, keeps or ends the session to match. Called whenever either
+ * changes; every page reaches the same pair from the same events.
+ */
+function pairUp() {
+  const pair = callers();
+  const next = pair.length === 2 && pair.includes(me) ? pair.find((u) => u !== me) : null;
+  const here = next !== null && isPresent(next);
+  // The session ends when its peer is gone (no meta left) or no longer the partner.
+  if (peer && (peer !== next || !isPresent(peer))) endSession();
+  const fresh = next !== partner || (next !== null && (rejoined.has(next) || rejoined.has(me)));
+  rejoined.clear();
+  partner = next;
+  if (fresh && here && shouldOffer(next)) {
+    signals = signals.then(() => startSession(next, true)).catch(logError);
+  }
+}
 
 function newPeerConnection(other) {
   endSession();
@@ -349,6 +464,7 @@ function newPeerConnection(other) {
 }
 
 async function startSession(other, offer) {
+  if (other !== partner) return; // the pair changed while this waited its turn
   const conn = newPeerConnection(other);
   if (!offer) return;
   const desc = await conn.createOffer();
@@ -448,6 +564,11 @@ async function onSignal(msg) {
     return;
   }
   const { from, sdp, candidate } = msg;
+  if (from !== partner) {
+    // Not this page's call (e.g. a late candidate from a former partner).
+    if (DEBUG) console.warn(`roost: ignored a signal from ${from}, not this page's partner (${partner})`);
+    return;
+  }
   if (sdp?.type === 'offer') {
     // Every offer opens a new session (the offerer only offers on a (re)join).
     const conn = newPeerConnection(from);
@@ -530,6 +651,7 @@ function renderState(state) {
   $('room-meta').textContent =
     `v${roomState.version} · ${n} participant${n === 1 ? '' : 's'}` +
     (roomState.viewers ? ` · ${roomState.viewers} watching` : '');
+  if (mode === 'none' && presence) pairUp();
   renderPeople();
   renderTiles();
 }
@@ -546,6 +668,8 @@ function renderPeople() {
   const online = new Set(presence.list((id) => id));
   const parts = roomState?.participants || {};
   const ids = [...new Set([...online, ...Object.keys(parts)])].sort();
+  // p2p with more than two: say who the call is between.
+  const pair = mode === 'none' && ranked().length > 2 ? callers() : [];
   const ul = $('people');
   ul.replaceChildren(...ids.map((id) => {
     const li = document.createElement('li');
@@ -556,6 +680,12 @@ function renderPeople() {
     const name = document.createElement('span');
     name.textContent = id === me ? `${id} (you)` : id;
     li.append(dot, name);
+    if (pair.includes(id)) {
+      const tag = document.createElement('span');
+      tag.className = 'tag in-call';
+      tag.textContent = 'in call';
+      li.append(tag);
+    }
     for (const f of flagsOf(parts[id]?.status)) {
       const tag = document.createElement('span');
       tag.className = 'tag';
