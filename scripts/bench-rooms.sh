@@ -46,62 +46,8 @@ done
 ROOST_ABS=$(cd "$(dirname "$ROOST")" && pwd)/$(basename "$ROOST")
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-server_pid=
-server_data=
-server_log=
-server_port=
-
-start_server() {
-  server_data=$(mktemp -d "${TMPDIR:-/tmp}/roost-rooms-bench-XXXXXX")
-  server_log=$server_data/server.log
-  "$ROOST" serve --port 0 --data "$server_data" --secret "$SECRET" --api-key "$KEY" \
-    2>"$server_log" &
-  server_pid=$!
-  server_port=
-  for _ in $(seq 1 200); do
-    server_port=$(sed -n 's|.*roost: listening on http://127\.0\.0\.1:\([0-9]*\).*|\1|p' "$server_log" | head -1)
-    [ -n "$server_port" ] && break
-    kill -0 "$server_pid" 2>/dev/null || break
-    sleep 0.05
-  done
-  if [ -z "$server_port" ]; then
-    echo "bench-rooms: roost did not start:" >&2
-    cat "$server_log" >&2
-    stop_server
-    return 1
-  fi
-}
-
-# Stops the server this script started. With `killed` the bench has
-# already sent it SIGKILL (restart): only reap it.
-stop_server() {
-  [ -n "$server_pid" ] || return 0
-  local rc=0 killed=${1:-}
-  if [ -z "$killed" ] && kill -TERM "$server_pid" 2>/dev/null; then
-    for _ in $(seq 1 300); do
-      kill -0 "$server_pid" 2>/dev/null || break
-      sleep 0.1
-    done
-    if kill -0 "$server_pid" 2>/dev/null; then
-      echo "bench-rooms: roost did not exit 30 s after SIGTERM; killing it" >&2
-      kill -KILL "$server_pid" 2>/dev/null
-      rc=1
-    fi
-  elif [ -n "$killed" ]; then
-    kill -KILL "$server_pid" 2>/dev/null
-  fi
-  { wait "$server_pid"; } 2>/dev/null
-  local exit_code=$?
-  if [ -z "$killed" ] && [ $rc -eq 0 ] && [ $exit_code -ne 0 ]; then
-    echo "bench-rooms: roost exited with $exit_code; its log:" >&2
-    tail -20 "$server_log" >&2
-    rc=1
-  fi
-  rm -rf "$server_data"
-  server_pid=
-  return $rc
-}
-trap 'stop_server >/dev/null 2>&1' EXIT
+BENCH_NAME=bench-rooms
+. scripts/bench-server.sh
 
 run_scenario() {
   local name=$1; shift
