@@ -118,10 +118,16 @@ integration: $(BUILD)/roost
 	@bash scripts/run-integration.sh
 
 # The media client against a real Janus, which tests/media/run.sh starts in
-# a private network namespace (root and unshare; exit 77 = skipped).
+# a private network namespace (root and unshare; exit 77 = skipped), plain
+# and under ASan+UBSan (check-asan runs it too, but there it has no Janus
+# and skips).
 # Then the RoomServer's side of Janus with the phoenix client (tests/media/*.test.mjs).
 check-media: $(BUILD)/tests/test_media_janus $(BUILD)/roost
 	@bash tests/media/run.sh bash scripts/run-tests.sh media $(BUILD)/tests/test_media_janus; \
+	    rc=$$?; [ $$rc -eq 77 ] && echo "check-media: skipped (needs root, unshare and janus)" || exit $$rc
+	@$(MAKE) --no-print-directory BUILD=build/asan SAN=asan build/asan/tests/test_media_janus
+	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	    bash tests/media/run.sh bash scripts/run-tests.sh media-asan build/asan/tests/test_media_janus; \
 	    rc=$$?; [ $$rc -eq 77 ] && echo "check-media: skipped (needs root, unshare and janus)" || exit $$rc
 	@[ -d tests/integration/node_modules/phoenix ] || (cd tests/integration && npm ci --no-audit --no-fund)
 	@bash tests/media/run.sh bash scripts/run-node-tests.sh media-rooms tests/media/*.test.mjs; \
