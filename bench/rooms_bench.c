@@ -64,11 +64,7 @@
  * within 2 s; viewers >= 1,000,000 deliveries/s, no loss, p99 <= 20 ms,
  * and <= 1.5 KB of server memory per viewer with 15,000.
  */
-#include <getopt.h>
-#include <inttypes.h>
-#include <signal.h>
 #include <stdarg.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 
@@ -81,10 +77,7 @@ static const char *const scenario_names[] = {"churn", "crash", "durable", "resta
 
 static struct {
     scenario_t scenario;
-    const char *host;
-    int port;
-    const char *secret;
-    const char *api_key;
+    pc_server_t srv;
     long rooms;
     long crash;
     int concurrency;
@@ -102,11 +95,10 @@ static struct {
     long with_status;
     const char *roost;
     const char *data;
-    long server_pid;
     int timeout_s;
     char tag[32];
 } opt = {
-    .host = "127.0.0.1",
+    .srv = {.host = "127.0.0.1"},
     .rooms = -1,
     .crash = 1000,
     .concurrency = 32,
@@ -125,19 +117,11 @@ static struct {
 };
 
 static pc_loop_t L;
-static uint64_t deadline_ns;
-static volatile sig_atomic_t interrupted;
 static long failures;
-
-static void on_sigint(int sig)
-{
-    (void)sig;
-    interrupted = 1;
-}
 
 static bool expired(void)
 {
-    return interrupted || pc_now_ns() > deadline_ns;
+    return pc_loop_expired(&L);
 }
 
 static void fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -156,16 +140,6 @@ static void fail(const char *fmt, ...)
         fprintf(stderr, "rooms_bench: (further failures not shown)\n");
 }
 
-static void *xcalloc(size_t n, size_t size)
-{
-    void *p = calloc(n ? n : 1, size);
-    if (!p) {
-        fprintf(stderr, "rooms_bench: out of memory\n");
-        exit(1);
-    }
-    return p;
-}
-
 static void room_id(long i, char *out, size_t cap)
 {
     snprintf(out, cap, "%s-%s-%ld", opt.tag, scenario_names[opt.scenario], i);
@@ -173,30 +147,12 @@ static void room_id(long i, char *out, size_t cap)
 
 /* ---- Report --------------------------------------------------------------- */
 
-typedef struct metric {
-    const char *name;
-    double value;
-} metric_t;
-
-static void report_as(const char *workload, const char *title, const metric_t *m, int n)
-{
-    printf("\n%s\n", title);
-    printf("  %-28s %14s\n", "metric", "value");
-    for (int i = 0; i < n; i++)
-        printf("  %-28s %14.3f\n", m[i].name, m[i].value);
-    printf("RESULT {\"workloads\": {\"%s\": {", workload);
-    for (int i = 0; i < n; i++)
-        printf("%s\"%s\": {\"median\": %.3f, \"runs\": [%.3f]}", i ? ", " : "", m[i].name,
-               m[i].value, m[i].value);
-    printf("}}}\n");
-    fflush(stdout);
-}
-
-static void report(const char *title, const metric_t *m, int n)
+/* The table and RESULT line of workload rooms_<scenario> (pc_report). */
+static void report(const char *title, const pc_metric_t *m, int n)
 {
     char w[64];
     snprintf(w, sizeof w, "rooms_%s", scenario_names[opt.scenario]);
-    report_as(w, title, m, n);
+    pc_report(w, title, m, n);
 }
 
 /* ---- REST in bulk ----------------------------------------------------------- */
@@ -244,7 +200,7 @@ static void rest_send_next(pc_conn_t *c)
         body[0] = '\0';
         rb.make(i, &method, path, sizeof path, body, sizeof body);
         rb.sent[i] = pc_now_ns();
-        pc_http_request(c, method, path, opt.api_key, body[0] ? body : NULL, rest_answer,
+        pc_http_request(c, method, path, opt.srv.api_key, body[0] ? body : NULL, rest_answer,
                         (void *)(intptr_t)i);
     }
 }
@@ -262,13 +218,14 @@ static long rest_many(long n, rest_make_fn make, int lo, int hi, int nconns, int
     rb.hi = hi;
     rb.make = make;
     rb.depth = depth;
-    rb.sent = xcalloc((size_t)n, sizeof *rb.sent);
+    rb.sent = pc_xcalloc((size_t)n, sizeof *rb.sent);
     rb.nconns = nconns;
-    rb.conns = xcalloc((size_t)nconns, sizeof *rb.conns);
+    rb.conns = pc_xcalloc((size_t)nconns, sizeof *rb.conns);
     uint64_t t0 = pc_now_ns();
     rb.last_done_ns = t0;
     for (int k = 0; k < nconns; k++) {
         rb.conns[k] = pc_http_connect(&L);
+        pc_conn_watch(rb.conns[k], &rb.conns[k]);
         rest_send_next(rb.conns[k]);
     }
     while (rb.done < rb.n && !expired()) {
@@ -276,8 +233,9 @@ static long rest_many(long n, rest_make_fn make, int lo, int hi, int nconns, int
         /* A connection that dropped: its requests were answered -1; go on
          * with a new one. */
         for (int k = 0; k < nconns; k++) {
-            if (rb.conns[k]->dead && rb.next < rb.n) {
+            if (pc_conn_gone(rb.conns[k]) && rb.next < rb.n) {
                 rb.conns[k] = pc_http_connect(&L);
+                pc_conn_watch(rb.conns[k], &rb.conns[k]);
                 rest_send_next(rb.conns[k]);
             }
         }
@@ -285,7 +243,7 @@ static long rest_many(long n, rest_make_fn make, int lo, int hi, int nconns, int
     if (rb.done < rb.n)
         fail("REST: %ld of %ld requests unanswered at the deadline", rb.n - rb.done, rb.n);
     for (int k = 0; k < nconns; k++)
-        if (!rb.conns[k]->dead)
+        if (!pc_conn_gone(rb.conns[k]))
             pc_conn_close(rb.conns[k], 0);
     pc_loop_run(&L, 0);
     if (elapsed_ns)
@@ -359,15 +317,16 @@ static int http_sync(const char *method, const char *path, const char *body, cha
                      size_t cap, int timeout_ms)
 {
     pc_conn_t *c = pc_http_connect(&L);
+    pc_conn_watch(c, &c); /* reaped before this returns */
     sync_req.done = false;
     sync_req.status = -1;
     sync_req.out = out;
     sync_req.cap = cap;
-    pc_http_request(c, method, path, opt.api_key, body, sync_answer, NULL);
+    pc_http_request(c, method, path, opt.srv.api_key, body, sync_answer, NULL);
     uint64_t end = pc_now_ns() + (uint64_t)timeout_ms * 1000000u;
-    while (!sync_req.done && pc_now_ns() < end && !interrupted)
+    while (!sync_req.done && pc_now_ns() < end && !pc_interrupted)
         pc_loop_run(&L, 5);
-    if (!c->dead)
+    if (!pc_conn_gone(c))
         pc_conn_close(c, 0);
     pc_loop_run(&L, 0);
     return sync_req.done ? sync_req.status : -1;
@@ -394,9 +353,11 @@ typedef struct chan {
 } chan_t;
 
 typedef struct sock {
-    pc_conn_t *c;
+    pc_conn_t *c;    /* watched: NULL once the loop freed it */
     char user[64];
     bool open;
+    bool closed;     /* it closed (refused, dropped or ended) */
+    int close_code;  /* then: pc_conn_t's close_code */
     long *chans; /* channel ids on it */
     int nchans, cap;
 } sock_t;
@@ -466,6 +427,8 @@ static void sock_event(pc_conn_t *c, pc_event_t ev)
         if (s->open)
             socks_open--;
         s->open = false;
+        s->closed = true;
+        s->close_code = c->close_code;
         if (on_sock_close)
             on_sock_close(s);
     }
@@ -474,7 +437,7 @@ static void sock_event(pc_conn_t *c, pc_event_t ev)
 static void socks_init(int n, const char *prefix)
 {
     nsocks = n;
-    socks = xcalloc((size_t)n, sizeof *socks);
+    socks = pc_xcalloc((size_t)n, sizeof *socks);
     for (int i = 0; i < n; i++)
         snprintf(socks[i].user, sizeof socks[i].user, "%s-%s-%d", opt.tag, prefix, i);
 }
@@ -482,7 +445,7 @@ static void socks_init(int n, const char *prefix)
 static void chans_init(long n)
 {
     nchans = n;
-    chans = xcalloc((size_t)n, sizeof *chans);
+    chans = pc_xcalloc((size_t)n, sizeof *chans);
     for (long i = 0; i < n; i++)
         chans[i].id = i;
 }
@@ -498,12 +461,7 @@ static void chan_attach(long id, int sock, long room)
     sock_t *s = &socks[sock];
     if (s->nchans == s->cap) {
         s->cap = s->cap ? s->cap * 2 : 8;
-        long *p = realloc(s->chans, (size_t)s->cap * sizeof *p);
-        if (!p) {
-            fprintf(stderr, "rooms_bench: out of memory\n");
-            exit(1);
-        }
-        s->chans = p;
+        s->chans = pc_xrealloc(s->chans, (size_t)s->cap * sizeof *s->chans);
     }
     s->chans[s->nchans++] = id;
 }
@@ -513,8 +471,9 @@ static bool socks_connect(void)
 {
     socks_open = 0;
     for (int i = 0; i < nsocks; i++) {
-        char *tok = pc_mint(opt.secret, socks[i].user, "*", 3600);
+        char *tok = pc_mint(opt.srv.secret, socks[i].user, "*", 3600);
         socks[i].c = pc_ws_connect(&L, tok, sock_text, sock_event, NULL, i);
+        pc_conn_watch(socks[i].c, &socks[i].c);
         free(tok);
     }
     while (socks_open < nsocks) {
@@ -524,8 +483,8 @@ static bool socks_connect(void)
         }
         pc_loop_run(&L, 10);
         for (int i = 0; i < nsocks; i++) {
-            if (socks[i].c->dead && !socks[i].open) {
-                fail("WebSocket %d refused or dropped (close %d)", i, socks[i].c->close_code);
+            if (socks[i].closed) {
+                fail("WebSocket %d refused or dropped (close %d)", i, socks[i].close_code);
                 return false;
             }
         }
@@ -536,7 +495,7 @@ static bool socks_connect(void)
 static void socks_close(void)
 {
     for (int i = 0; i < nsocks; i++)
-        if (socks[i].c && !socks[i].c->dead)
+        if (!pc_conn_gone(socks[i].c))
             pc_ws_close(socks[i].c, 1000);
     pc_loop_run(&L, 0);
     for (int i = 0; i < nsocks; i++)
@@ -740,7 +699,7 @@ static void churn_end(int p)
     pp->step = P_END;
     pp->closed = 0;
     pp->deleted = false;
-    pc_http_request(pp->http, "DELETE", path, opt.api_key, NULL, churn_delete_answer, (void *)(intptr_t)p);
+    pc_http_request(pp->http, "DELETE", path, opt.srv.api_key, NULL, churn_delete_answer, (void *)(intptr_t)p);
 }
 
 static void churn_msg(chan_t *ch, pc_msg_t *m)
@@ -808,7 +767,7 @@ static void churn_start(int p)
     char rid[128], body[256];
     room_id(pp->room, rid, sizeof rid);
     snprintf(body, sizeof body, "{\"id\":\"%s\"}", rid);
-    pc_http_request(pp->http, "POST", "/api/rooms", opt.api_key, body, churn_http_answer,
+    pc_http_request(pp->http, "POST", "/api/rooms", opt.srv.api_key, body, churn_http_answer,
                     (void *)(intptr_t)p);
 }
 
@@ -824,11 +783,12 @@ static int run_churn(void)
         chan_attach(i, i, 0);
     if (!socks_connect())
         return 1;
-    pipes = xcalloc((size_t)C, sizeof *pipes);
+    pipes = pc_xcalloc((size_t)C, sizeof *pipes);
     on_chan_msg = churn_msg;
     uint64_t t0 = pc_now_ns();
     for (int p = 0; p < C; p++) {
         pipes[p].http = pc_http_connect(&L);
+        pc_conn_watch(pipes[p].http, &pipes[p].http);
         churn_start(p);
     }
     for (;;) {
@@ -839,7 +799,7 @@ static int run_churn(void)
             break;
         pc_loop_run(&L, 10);
         for (int p = 0; p < C; p++) {
-            if (pipes[p].http->dead && pipes[p].step != P_IDLE) {
+            if (pc_conn_gone(pipes[p].http) && pipes[p].step != P_IDLE) {
                 fail("churn: REST connection %d dropped", p);
                 pipes[p].step = P_IDLE;
             }
@@ -848,18 +808,18 @@ static int run_churn(void)
     uint64_t el = pc_now_ns() - t0;
     if (churn_done < opt.rooms)
         fail("churn: %ld of %ld rooms completed", churn_done, opt.rooms);
-    metric_t m[] = {
-        {"rooms_per_s", (double)churn_done / ((double)el / 1e9)},
-        {"rooms_done", (double)churn_done},
-        {"ms_room_p50", pc_ms(pc_samples_pct(&churn_room_lat, 50))},
-        {"ms_room_p99", pc_ms(pc_samples_pct(&churn_room_lat, 99))},
-        {"ms_status_ack_p50", pc_ms(pc_samples_pct(&churn_ack_lat, 50))},
-        {"ms_status_ack_p99", pc_ms(pc_samples_pct(&churn_ack_lat, 99))},
-        {"failures", (double)failures},
+    pc_metric_t m[] = {
+        {"rooms_per_s", (double)churn_done / ((double)el / 1e9), "%.3f"},
+        {"rooms_done", (double)churn_done, "%.3f"},
+        {"ms_room_p50", pc_ms(pc_samples_pct(&churn_room_lat, 50)), "%.3f"},
+        {"ms_room_p99", pc_ms(pc_samples_pct(&churn_room_lat, 99)), "%.3f"},
+        {"ms_status_ack_p50", pc_ms(pc_samples_pct(&churn_ack_lat, 50)), "%.3f"},
+        {"ms_status_ack_p99", pc_ms(pc_samples_pct(&churn_ack_lat, 99)), "%.3f"},
+        {"failures", (double)failures, "%.3f"},
     };
     report("rooms churn", m, (int)(sizeof m / sizeof m[0]));
     for (int p = 0; p < C; p++)
-        if (!pipes[p].http->dead)
+        if (!pc_conn_gone(pipes[p].http))
             pc_conn_close(pipes[p].http, 0);
     socks_close();
     free(pipes);
@@ -957,14 +917,14 @@ static int run_crash(void)
         fail("crash: %ld of %ld rooms sent phx_error", crash_errors_seen, K);
     if (crash_back < K)
         fail("crash: %ld of %ld rooms came back with their state", crash_back, K);
-    metric_t m[] = {
-        {"ms_all_crashes_accepted", pc_ms(accept_el)},
-        {"ms_all_phx_error", crash_errors_seen ? pc_ms(crash_last_error - crash_t0) : -1},
-        {"ms_all_restored", crash_back == K ? pc_ms(crash_last_back - crash_t0) : -1},
-        {"ms_restored_p50", pc_ms(pc_samples_pct(&crash_back_lat, 50))},
-        {"ms_restored_p99", pc_ms(pc_samples_pct(&crash_back_lat, 99))},
-        {"rooms_restored", (double)crash_back},
-        {"failures", (double)failures},
+    pc_metric_t m[] = {
+        {"ms_all_crashes_accepted", pc_ms(accept_el), "%.3f"},
+        {"ms_all_phx_error", crash_errors_seen ? pc_ms(crash_last_error - crash_t0) : -1, "%.3f"},
+        {"ms_all_restored", crash_back == K ? pc_ms(crash_last_back - crash_t0) : -1, "%.3f"},
+        {"ms_restored_p50", pc_ms(pc_samples_pct(&crash_back_lat, 50)), "%.3f"},
+        {"ms_restored_p99", pc_ms(pc_samples_pct(&crash_back_lat, 99)), "%.3f"},
+        {"rooms_restored", (double)crash_back, "%.3f"},
+        {"failures", (double)failures, "%.3f"},
     };
     report("rooms crash recovery (times from the first crash request)", m, (int)(sizeof m / sizeof m[0]));
     socks_close();
@@ -1073,7 +1033,7 @@ static bool dw_phase(bool closed, double rate, double *acks_per_s)
     }
     dw_sending = false;
     uint64_t drain_end = pc_now_ns() + 10000000000ull;
-    while (dw_inflight > 0 && pc_now_ns() < drain_end && !interrupted)
+    while (dw_inflight > 0 && pc_now_ns() < drain_end && !pc_interrupted)
         pc_loop_run(&L, 5);
     if (dw_inflight > 0)
         fail("durable: %ld status pushes unanswered 10 s after the end", dw_inflight);
@@ -1097,19 +1057,19 @@ static int run_durable(void)
         chan_attach(i, (int)(i % S), i);
     if (!socks_connect() || !join_all())
         return 1;
-    dw_ring = xcalloc((size_t)nchans, sizeof *dw_ring);
-    dw_out = xcalloc((size_t)nchans, sizeof *dw_out);
+    dw_ring = pc_xcalloc((size_t)nchans, sizeof *dw_ring);
+    dw_out = pc_xcalloc((size_t)nchans, sizeof *dw_out);
     on_chan_msg = dw_msg;
 
     double tput = 0;
     dw_phase(true, 0, &tput);
-    metric_t m[] = {
-        {"acked_status_per_s", tput},
-        {"ms_ack_p50", pc_ms(pc_samples_pct(&dw_lat, 50))},
-        {"ms_ack_p99", pc_ms(pc_samples_pct(&dw_lat, 99))},
-        {"ms_ack_max", pc_ms(pc_samples_pct(&dw_lat, 100))},
-        {"acks_measured", (double)dw_acks},
-        {"failures", (double)failures},
+    pc_metric_t m[] = {
+        {"acked_status_per_s", tput, "%.3f"},
+        {"ms_ack_p50", pc_ms(pc_samples_pct(&dw_lat, 50)), "%.3f"},
+        {"ms_ack_p99", pc_ms(pc_samples_pct(&dw_lat, 99)), "%.3f"},
+        {"ms_ack_max", pc_ms(pc_samples_pct(&dw_lat, 100)), "%.3f"},
+        {"acks_measured", (double)dw_acks, "%.3f"},
+        {"failures", (double)failures, "%.3f"},
     };
     report("rooms durable writes, closed loop (one push in flight per room)", m,
            (int)(sizeof m / sizeof m[0]));
@@ -1117,18 +1077,18 @@ static int run_durable(void)
     if (opt.rate > 0 && !failures) {
         double got = 0;
         dw_phase(false, opt.rate, &got);
-        metric_t r[] = {
-            {"offered_per_s", opt.rate},
-            {"acked_status_per_s", got},
-            {"ms_ack_p50", pc_ms(pc_samples_pct(&dw_lat, 50))},
-            {"ms_ack_p99", pc_ms(pc_samples_pct(&dw_lat, 99))},
-            {"ms_ack_max", pc_ms(pc_samples_pct(&dw_lat, 100))},
-            {"not_sent_backlog", (double)dw_skipped},
-            {"failures", (double)failures},
+        pc_metric_t r[] = {
+            {"offered_per_s", opt.rate, "%.3f"},
+            {"acked_status_per_s", got, "%.3f"},
+            {"ms_ack_p50", pc_ms(pc_samples_pct(&dw_lat, 50)), "%.3f"},
+            {"ms_ack_p99", pc_ms(pc_samples_pct(&dw_lat, 99)), "%.3f"},
+            {"ms_ack_max", pc_ms(pc_samples_pct(&dw_lat, 100)), "%.3f"},
+            {"not_sent_backlog", (double)dw_skipped, "%.3f"},
+            {"failures", (double)failures, "%.3f"},
         };
         char title[128];
         snprintf(title, sizeof title, "rooms durable writes, open loop at %.0f/s", opt.rate);
-        report_as("rooms_durable_rate", title, r, (int)(sizeof r / sizeof r[0]));
+        pc_report("rooms_durable_rate", title, r, (int)(sizeof r / sizeof r[0]));
     }
     free(dw_ring);
     free(dw_out);
@@ -1143,8 +1103,8 @@ static bool port_open(void)
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return false;
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)opt.port)};
-    inet_pton(AF_INET, opt.host, &sa.sin_addr);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)opt.srv.port)};
+    inet_pton(AF_INET, opt.srv.host, &sa.sin_addr);
     bool ok = connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
     close(fd);
     return ok;
@@ -1153,7 +1113,7 @@ static bool port_open(void)
 static pid_t start_server(void)
 {
     char port[16], logp[4096];
-    snprintf(port, sizeof port, "%d", opt.port);
+    snprintf(port, sizeof port, "%d", opt.srv.port);
     snprintf(logp, sizeof logp, "%s/restart.log", opt.data);
     pid_t pid = fork();
     if (pid == 0) {
@@ -1166,7 +1126,7 @@ static pid_t start_server(void)
         if (dn >= 0)
             dup2(dn, 0);
         execl(opt.roost, opt.roost, "serve", "--port", port, "--data", opt.data, "--secret",
-              opt.secret, "--api-key", opt.api_key, (char *)NULL);
+              opt.srv.secret, "--api-key", opt.srv.api_key, (char *)NULL);
         _exit(127);
     }
     return pid;
@@ -1201,7 +1161,7 @@ static int run_restart(void)
 {
     if (opt.rooms < 0)
         opt.rooms = 10000;
-    if (!opt.roost || !opt.data || opt.server_pid <= 0) {
+    if (!opt.roost || !opt.data || opt.srv.pid <= 0) {
         fprintf(stderr, "rooms_bench: restart needs --roost, --data and --server-pid\n");
         return 2;
     }
@@ -1225,8 +1185,8 @@ static int run_restart(void)
     }
 
     /* kill -9, and wait until the port is closed (the process is gone). */
-    if (kill((pid_t)opt.server_pid, SIGKILL) != 0) {
-        fail("restart: cannot kill %ld: %s", opt.server_pid, strerror(errno));
+    if (kill((pid_t)opt.srv.pid, SIGKILL) != 0) {
+        fail("restart: cannot kill %ld: %s", opt.srv.pid, strerror(errno));
         return 1;
     }
     if (nsocks) {
@@ -1239,7 +1199,7 @@ static int run_restart(void)
     uint64_t gone_by = pc_now_ns() + 10000000000ull;
     while (port_open()) {
         if (pc_now_ns() > gone_by) {
-            fail("restart: port %d still open 10 s after kill -9", opt.port);
+            fail("restart: port %d still open 10 s after kill -9", opt.srv.port);
             return 1;
         }
         struct timespec ts = {0, 2000000};
@@ -1253,7 +1213,7 @@ static int run_restart(void)
         return 1;
     }
     uint64_t t_health = 0, t_sample = 0, t_listed = 0;
-    char *buf = xcalloc(PC_MAX_MSG + 1, 1);
+    char *buf = pc_xcalloc(PC_MAX_MSG + 1, 1);
     /* /healthz */
     while (!expired()) {
         int st = waitpid(pid, NULL, WNOHANG);
@@ -1335,12 +1295,12 @@ static int run_restart(void)
         fail("restart: %ld of %ld acknowledged statuses restored", kept, nchans);
     free(buf);
     int rc = stop_server(pid);
-    metric_t m[] = {
-        {"ms_to_healthz", t_health ? pc_ms(t_health - t0) : -1},
-        {"ms_to_rooms_sample", t_sample ? pc_ms(t_sample - t0) : -1},
-        {"ms_to_all_listed", t_listed ? pc_ms(t_listed - t0) : -1},
-        {"statuses_restored", (double)kept},
-        {"failures", (double)failures},
+    pc_metric_t m[] = {
+        {"ms_to_healthz", t_health ? pc_ms(t_health - t0) : -1, "%.3f"},
+        {"ms_to_rooms_sample", t_sample ? pc_ms(t_sample - t0) : -1, "%.3f"},
+        {"ms_to_all_listed", t_listed ? pc_ms(t_listed - t0) : -1, "%.3f"},
+        {"statuses_restored", (double)kept, "%.3f"},
+        {"failures", (double)failures, "%.3f"},
     };
     report("rooms restart after kill -9 (times from the exec)", m, (int)(sizeof m / sizeof m[0]));
     if (nsocks) {
@@ -1385,72 +1345,13 @@ static viewer_t *vw;
 static uint8_t *vw_seen; /* V bitmaps of M bits */
 static size_t vw_stride;
 static char vw_topic[160];
-static long vw_joined, vw_gone, vw_inflight, vw_bad, vw_errors, vw_closed_3008;
+static long vw_joined, vw_gone, vw_bad, vw_errors, vw_closed_3008;
+static pc_window_t vw_window; /* --window connecting or joining at once */
 static uint64_t vw_delivered, vw_dups, vw_last_recv, vw_first_recv;
 
-/* Latency histogram: 1 us buckets below 100 ms, 1 ms buckets up to 100 s
- * (everything above goes to the last bucket); the max is kept exactly. */
-#define LH_FINE 100000u
-#define LH_COARSE 100000u
-static uint32_t *lh;
-static uint64_t lh_n, lh_max, lh_min = UINT64_MAX;
-
-static void lh_add(uint64_t ns)
-{
-    uint64_t us = ns / 1000;
-    size_t i;
-    if (us < LH_FINE) {
-        i = (size_t)us;
-    } else {
-        uint64_t k = (us - LH_FINE) / 1000;
-        i = LH_FINE + (size_t)(k < LH_COARSE - 1 ? k : LH_COARSE - 1);
-    }
-    lh[i]++;
-    lh_n++;
-    if (ns > lh_max)
-        lh_max = ns;
-    if (ns < lh_min)
-        lh_min = ns;
-}
-
-/* The p-th percentile (nearest rank), as the upper edge of its bucket
- * (never above the max); 0 when empty. */
-static uint64_t lh_pct(double p)
-{
-    if (!lh_n)
-        return 0;
-    uint64_t rank = (uint64_t)((p / 100.0) * (double)lh_n + 0.999999);
-    if (rank < 1)
-        rank = 1;
-    if (rank > lh_n)
-        rank = lh_n;
-    uint64_t acc = 0;
-    for (size_t i = 0; i < LH_FINE + LH_COARSE; i++) {
-        acc += lh[i];
-        if (acc >= rank) {
-            uint64_t edge = i < LH_FINE ? ((uint64_t)i + 1) * 1000
-                                        : ((uint64_t)LH_FINE + ((uint64_t)(i - LH_FINE) + 1) * 1000) * 1000;
-            return edge < lh_max ? edge : lh_max;
-        }
-    }
-    return lh_max;
-}
-
-/* VmRSS of pid in kB, or -1. */
-static long vm_rss_kb(long pid)
-{
-    char path[64], line[256];
-    snprintf(path, sizeof path, "/proc/%ld/status", pid);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return -1;
-    long kb = -1;
-    while (fgets(line, sizeof line, f))
-        if (sscanf(line, "VmRSS: %ld kB", &kb) == 1)
-            break;
-    fclose(f);
-    return kb;
-}
+/* receive - send of every delivery, ns (pc_hist_t: ~1.6 % resolution,
+ * min and max exact). */
+static pc_hist_t vw_lat;
 
 static double loadavg1(void)
 {
@@ -1470,18 +1371,15 @@ static void viewer_text(pc_conn_t *c, const char *text, size_t len)
     size_t head = len < 240 ? len : 240;
     if (memmem(text, head, ",\"data\",{", 9)) {
         uint64_t now = pc_now_ns();
-        const char *q = memmem(text, len, "\"rb_q\":", 7);
-        const char *t = memmem(text, len, "\"rb_t\":", 7);
-        if (!q || !t) {
+        uint64_t seq, sent;
+        if (!pc_find_u64(text, len, "\"rb_q\":", &seq) || !pc_find_u64(text, len, "\"rb_t\":", &sent)) {
             if (vw_bad++ < 3)
                 fail("viewers: a data message without rb_q/rb_t: %.*s", (int)(len > 200 ? 200 : len), text);
             return;
         }
-        unsigned long long seq = strtoull(q + 7, NULL, 10);
-        unsigned long long sent = strtoull(t + 7, NULL, 10);
-        if (seq >= (unsigned long long)opt.messages) {
+        if (seq >= (uint64_t)opt.messages) {
             if (vw_bad++ < 3)
-                fail("viewers: a data message with rb_q %llu out of range", seq);
+                fail("viewers: a data message with rb_q %" PRIu64 " out of range", seq);
             return;
         }
         uint8_t *bm = vw_seen + (size_t)c->idx * vw_stride;
@@ -1497,7 +1395,7 @@ static void viewer_text(pc_conn_t *c, const char *text, size_t len)
             vw_first_recv = now;
         vw_delivered++;
         vw_last_recv = now;
-        lh_add(now >= sent ? now - sent : 0);
+        pc_hist_add(&vw_lat, now >= sent ? now - sent : 0);
         return;
     }
     if (memmem(text, head, ",\"room_status\",", 15) || memmem(text, head, ",\"presence_diff\",", 17) ||
@@ -1519,7 +1417,7 @@ static void viewer_text(pc_conn_t *c, const char *text, size_t len)
             vw_gone++;
             fail("viewers: join of viewer %ld refused: %s", c->idx, reply_reason(&m));
         }
-        vw_inflight--;
+        pc_window_done(&vw_window);
     } else if (strcmp(m.event, "phx_error") == 0 || strcmp(m.event, "phx_close") == 0) {
         vw_errors++;
         fail("viewers: %s on viewer %ld", m.event, c->idx);
@@ -1539,7 +1437,7 @@ static void viewer_event(pc_conn_t *c, pc_event_t ev)
     if (v->state == VW_GONE)
         return;
     if (v->state != VW_JOINED)
-        vw_inflight--;
+        pc_window_done(&vw_window);
     if (c->close_code == 3008)
         vw_closed_3008++;
     fail("viewers: viewer %ld's WebSocket closed (code %d) %s", c->idx, c->close_code,
@@ -1639,14 +1537,14 @@ static void vw_heartbeats(uint64_t now)
         return;
     next_look = now + 20000000u; /* every 20 ms: 512 x 50 = 25,600 viewers a second */
     if (pub.c && pub.open && now - pub_last_hb > VW_HB_NS) {
-        pc_phx_send(pub.c, NULL, "hb", "phoenix", "heartbeat", "{}");
+        pc_phx_heartbeat(pub.c);
         pub_last_hb = now;
     }
     for (int k = 0; k < 512 && opt.viewers > 0; k++) {
         viewer_t *v = &vw[vw_hb_cursor];
         vw_hb_cursor = (vw_hb_cursor + 1) % opt.viewers;
         if (v->c && (v->state == VW_JOINING || v->state == VW_JOINED) && now - v->last_hb > VW_HB_NS) {
-            pc_phx_send(v->c, NULL, "hb", "phoenix", "heartbeat", "{}");
+            pc_phx_heartbeat(v->c);
             v->last_hb = now;
         }
     }
@@ -1656,7 +1554,7 @@ static int run_viewers(void)
 {
     long V = opt.viewers, M = opt.messages;
     double R = opt.rate_set ? opt.rate : 200;
-    if (opt.server_pid <= 0) {
+    if (opt.srv.pid <= 0) {
         fprintf(stderr, "rooms_bench: viewers needs --server-pid (the server's memory is read)\n");
         return 2;
     }
@@ -1676,7 +1574,7 @@ static int run_viewers(void)
     /* The publisher joins first (the room is live and has a participant). */
     char user[96];
     snprintf(user, sizeof user, "%s-pub", opt.tag);
-    char *tok = pc_mint(opt.secret, user, "*", 3600);
+    char *tok = pc_mint(opt.srv.secret, user, "*", 3600);
     pub.c = pc_ws_connect(&L, tok, pub_text, pub_event, NULL, 0);
     pub_last_hb = pc_now_ns();
     free(tok);
@@ -1689,36 +1587,29 @@ static int run_viewers(void)
     /* Let the join's announcements go out, then read the baseline. */
     for (uint64_t end = pc_now_ns() + 300000000ull; pc_now_ns() < end && !expired();)
         pc_loop_run(&L, 10);
-    long rss0 = vm_rss_kb(opt.server_pid);
+    long rss0 = pc_vmrss_kib(opt.srv.pid);
 
-    vw = xcalloc((size_t)V, sizeof *vw);
+    vw = pc_xcalloc((size_t)V, sizeof *vw);
     vw_stride = (size_t)((M + 7) / 8);
-    vw_seen = xcalloc((size_t)V * (vw_stride ? vw_stride : 1), 1);
-    lh = xcalloc(LH_FINE + LH_COARSE, sizeof *lh);
+    vw_seen = pc_xcalloc((size_t)V * (vw_stride ? vw_stride : 1), 1);
 
     /* Viewers connect and join, --window at a time (the listen backlog
      * is finite: 10,000 SYNs at once would be dropped and retried 1 s
      * later). */
     uint64_t tj0 = pc_now_ns();
-    long next = 0;
+    vw_window = (pc_window_t){.n = V, .limit = opt.window};
+    long next;
     while (vw_joined + vw_gone < V && !expired()) {
-        while (next < V && vw_inflight < opt.window) {
+        /* A socket that cannot even start closes in the next run
+         * (viewer_event). */
+        while (pc_window_next(&vw_window, &next)) {
             char vu[96];
             snprintf(vu, sizeof vu, "%s-v-%ld", opt.tag, next);
-            tok = pc_mint(opt.secret, vu, "*", 3600);
+            tok = pc_mint(opt.srv.secret, vu, "*", 3600);
             vw[next].state = VW_CONNECTING;
             vw[next].last_hb = pc_now_ns();
             vw[next].c = pc_ws_connect(&L, tok, viewer_text, viewer_event, NULL, next);
             free(tok);
-            if (vw[next].c && vw[next].c->state == PC_CLOSED && vw[next].state != VW_GONE) {
-                fail("viewers: cannot open socket %ld: %s", next, strerror(errno));
-                vw[next].state = VW_GONE;
-                vw_gone++;
-                next++;
-                continue;
-            }
-            vw_inflight++;
-            next++;
         }
         pc_loop_run(&L, 5);
         vw_heartbeats(pc_now_ns());
@@ -1734,7 +1625,7 @@ static int run_viewers(void)
     for (uint64_t end = pc_now_ns() + 300000000ull; pc_now_ns() < end && !expired();)
         pc_loop_run(&L, 10);
     vw_heartbeats(pc_now_ns());
-    long rss1 = vm_rss_kb(opt.server_pid);
+    long rss1 = pc_vmrss_kib(opt.srv.pid);
     double bytes_per_viewer =
         rss0 > 0 && rss1 > 0 && vw_joined > 0 ? (double)(rss1 - rss0) * 1024.0 / (double)vw_joined : -1;
     printf("  server VmRSS %ld kB before, %ld kB with %ld viewers: %.0f bytes per viewer\n", rss0,
@@ -1778,7 +1669,7 @@ static int run_viewers(void)
         }
         if (load_pub < 0)
             load_pub = loadavg1();
-        rss2 = vm_rss_kb(opt.server_pid);
+        rss2 = pc_vmrss_kib(opt.srv.pid);
         if (sent < M)
             fail("viewers: %ld of %ld messages sent by the deadline", sent, M);
     }
@@ -1804,44 +1695,45 @@ static int run_viewers(void)
                  viewers_lossy, vw_dups);
     }
     double span_s = vw_delivered && t0 ? (double)(vw_last_recv - t0) / 1e9 : 0;
-    metric_t m_fan[] = {
-        {"viewers", (double)V},
-        {"viewers_joined", (double)vw_joined},
-        {"s_to_join_all", (double)join_el / 1e9},
-        {"server_rss_kb_before", (double)rss0},
-        {"server_rss_kb_joined", (double)rss1},
-        {"server_bytes_per_viewer", bytes_per_viewer},
-        {"messages_sent", (double)sent},
-        {"publisher_acks", (double)pub.acks},
-        {"offered_deliveries_per_s", R * (double)V},
-        {"deliveries_expected", (double)V * (double)M},
-        {"deliveries", (double)vw_delivered},
-        {"deliveries_per_s", span_s > 0 ? (double)vw_delivered / span_s : 0},
-        {"s_first_send_to_last_delivery", span_s},
-        {"s_send_window", t_last_send > t0 ? (double)(t_last_send - t0) / 1e9 : 0},
-        {"losses", (double)losses},
-        {"viewers_with_loss", (double)viewers_lossy},
-        {"max_loss_one_viewer", (double)worst},
-        {"duplicates", (double)vw_dups},
-        {"viewers_with_duplicates", (double)viewers_dup},
-        {"ms_latency_min", lh_n ? pc_ms(lh_min) : 0},
-        {"ms_latency_p50", pc_ms(lh_pct(50))},
-        {"ms_latency_p99", pc_ms(lh_pct(99))},
-        {"ms_latency_p999", pc_ms(lh_pct(99.9))},
-        {"ms_latency_max", pc_ms(lh_max)},
-        {"server_rss_kb_after_fanout", (double)rss2},
-        {"closed_3008_slow_consumer", (double)vw_closed_3008},
-        {"load_avg_1m_start", load_start},
-        {"load_avg_1m_publishing", load_pub},
-        {"failures", (double)failures},
+    pc_metric_t m_fan[] = {
+        {"viewers", (double)V, "%.3f"},
+        {"viewers_joined", (double)vw_joined, "%.3f"},
+        {"s_to_join_all", (double)join_el / 1e9, "%.3f"},
+        {"server_rss_kb_before", (double)rss0, "%.3f"},
+        {"server_rss_kb_joined", (double)rss1, "%.3f"},
+        {"server_bytes_per_viewer", bytes_per_viewer, "%.3f"},
+        {"messages_sent", (double)sent, "%.3f"},
+        {"publisher_acks", (double)pub.acks, "%.3f"},
+        {"offered_deliveries_per_s", R * (double)V, "%.3f"},
+        {"deliveries_expected", (double)V * (double)M, "%.3f"},
+        {"deliveries", (double)vw_delivered, "%.3f"},
+        {"deliveries_per_s", span_s > 0 ? (double)vw_delivered / span_s : 0, "%.3f"},
+        {"s_first_send_to_last_delivery", span_s, "%.3f"},
+        {"s_send_window", t_last_send > t0 ? (double)(t_last_send - t0) / 1e9 : 0, "%.3f"},
+        {"losses", (double)losses, "%.3f"},
+        {"viewers_with_loss", (double)viewers_lossy, "%.3f"},
+        {"max_loss_one_viewer", (double)worst, "%.3f"},
+        {"duplicates", (double)vw_dups, "%.3f"},
+        {"viewers_with_duplicates", (double)viewers_dup, "%.3f"},
+        {"ms_latency_min", pc_ms(vw_lat.min), "%.3f"},
+        {"ms_latency_p50", pc_ms(pc_hist_pct(&vw_lat, 50)), "%.3f"},
+        {"ms_latency_p99", pc_ms(pc_hist_pct(&vw_lat, 99)), "%.3f"},
+        {"ms_latency_p999", pc_ms(pc_hist_pct(&vw_lat, 99.9)), "%.3f"},
+        {"ms_latency_max", pc_ms(vw_lat.max), "%.3f"},
+        {"server_rss_kb_after_fanout", (double)rss2, "%.3f"},
+        {"closed_3008_slow_consumer", (double)vw_closed_3008, "%.3f"},
+        {"load_avg_1m_start", load_start, "%.3f"},
+        {"load_avg_1m_publishing", load_pub, "%.3f"},
+        {"failures", (double)failures, "%.3f"},
     };
     if (M > 0) {
         report("rooms viewers fan-out (latency = receive - send, one clock)", m_fan,
                (int)(sizeof m_fan / sizeof m_fan[0]));
     } else {
-        metric_t m_join[] = {m_fan[0], m_fan[1], m_fan[2], m_fan[3], m_fan[4], m_fan[5],
-                             {"load_avg_1m_start", load_start}, {"failures", (double)failures}};
-        report_as("rooms_viewers_join", "rooms viewers join (server memory per viewer)", m_join,
+        pc_metric_t m_join[] = {m_fan[0], m_fan[1], m_fan[2], m_fan[3], m_fan[4], m_fan[5],
+                                {"load_avg_1m_start", load_start, "%.3f"},
+                                {"failures", (double)failures, "%.3f"}};
+        pc_report("rooms_viewers_join", "rooms viewers join (server memory per viewer)", m_join,
                   (int)(sizeof m_join / sizeof m_join[0]));
     }
 
@@ -1859,7 +1751,6 @@ static int run_viewers(void)
     pc_loop_run(&L, 0);
     free(vw);
     free(vw_seen);
-    free(lh);
     return failures ? 1 : 0;
 }
 
@@ -1879,100 +1770,57 @@ static void usage(FILE *f)
 
 int main(int argc, char **argv)
 {
-    static const struct option lo[] = {
-        {"scenario", required_argument, 0, 'S'},    {"host", required_argument, 0, 'h'},
-        {"port", required_argument, 0, 'p'},        {"secret", required_argument, 0, 's'},
-        {"api-key", required_argument, 0, 'k'},     {"rooms", required_argument, 0, 'n'},
-        {"crash", required_argument, 0, 'K'},       {"concurrency", required_argument, 0, 'c'},
-        {"sockets", required_argument, 0, 'o'},     {"statuses", required_argument, 0, 'u'},
-        {"http-conns", required_argument, 0, 'H'},  {"duration-s", required_argument, 0, 'd'},
-        {"warmup-s", required_argument, 0, 'w'},    {"with-status", required_argument, 0, 'M'},
-        {"roost", required_argument, 0, 'r'},       {"data", required_argument, 0, 'D'},
-        {"server-pid", required_argument, 0, 'P'},  {"tag", required_argument, 0, 'T'},
-        {"timeout-s", required_argument, 0, 't'},   {"rate", required_argument, 0, 'R'},
-        {"viewers", required_argument, 0, 'V'},    {"messages", required_argument, 0, 'm'},
-        {"size", required_argument, 0, 'z'},       {"window", required_argument, 0, 'W'},
-        {"help", no_argument, 0, '?'},
-        {0, 0, 0, 0},
-    };
-    if (argc == 1) {
-        /* A bare run (scripts/run-bench.sh runs every bench binary) asks
-         * for help: these benchmarks need a server, which
-         * scripts/bench-rooms.sh starts. */
-        usage(stdout);
-        printf("(scripts/bench-rooms.sh starts a server and runs every scenario)\n");
+    if (pc_bare_run(argc, usage, "scripts/bench-rooms.sh starts a server and runs every scenario"))
         return 0;
-    }
-    bool have_scenario = false;
-    int o;
-    while ((o = getopt_long(argc, argv, "", lo, NULL)) != -1) {
-        switch (o) {
-        case 'S':
-            have_scenario = false;
-            for (int i = 0; i < SC_COUNT; i++) {
-                if (strcmp(optarg, scenario_names[i]) == 0) {
-                    opt.scenario = (scenario_t)i;
-                    have_scenario = true;
-                }
-            }
-            if (!have_scenario) {
-                usage(stderr);
-                return 2;
-            }
-            break;
-        case 'h': opt.host = optarg; break;
-        case 'p': opt.port = atoi(optarg); break;
-        case 's': opt.secret = optarg; break;
-        case 'k': opt.api_key = optarg; break;
-        case 'n': opt.rooms = atol(optarg); break;
-        case 'K': opt.crash = atol(optarg); break;
-        case 'c': opt.concurrency = atoi(optarg); break;
-        case 'o': opt.sockets = atoi(optarg); break;
-        case 'u': opt.statuses = atoi(optarg); break;
-        case 'H': opt.http_conns = atoi(optarg); break;
-        case 'd': opt.duration_s = atof(optarg); break;
-        case 'w': opt.warmup_s = atof(optarg); break;
-        case 'M': opt.with_status = atol(optarg); break;
-        case 'r': opt.roost = optarg; break;
-        case 'D': opt.data = optarg; break;
-        case 'P': opt.server_pid = atol(optarg); break;
-        case 'T': snprintf(opt.tag, sizeof opt.tag, "%s", optarg); break;
-        case 't': opt.timeout_s = atoi(optarg); break;
-        case 'R': opt.rate = atof(optarg); opt.rate_set = true; break;
-        case 'V': opt.viewers = atol(optarg); break;
-        case 'm': opt.messages = atol(optarg); break;
-        case 'z': opt.size = atoi(optarg); break;
-        case 'W': opt.window = atoi(optarg); break;
-        default:
-            usage(o == '?' ? stdout : stderr);
-            return 2;
-        }
-    }
-    if (!have_scenario || opt.port <= 0 || !opt.secret || !opt.api_key || opt.concurrency < 1 ||
+    const char *scenario = NULL, *tag = NULL;
+    const pc_opt_t opts[] = {
+        PC_SERVER_OPTS(&opt.srv),
+        {"scenario", PC_OPT_STR, &scenario, NULL},
+        {"rooms", PC_OPT_LONG, &opt.rooms, NULL},
+        {"crash", PC_OPT_LONG, &opt.crash, NULL},
+        {"concurrency", PC_OPT_INT, &opt.concurrency, NULL},
+        {"sockets", PC_OPT_INT, &opt.sockets, NULL},
+        {"statuses", PC_OPT_INT, &opt.statuses, NULL},
+        {"http-conns", PC_OPT_INT, &opt.http_conns, NULL},
+        {"duration-s", PC_OPT_DOUBLE, &opt.duration_s, NULL},
+        {"warmup-s", PC_OPT_DOUBLE, &opt.warmup_s, NULL},
+        {"with-status", PC_OPT_LONG, &opt.with_status, NULL},
+        {"roost", PC_OPT_STR, &opt.roost, NULL},
+        {"data", PC_OPT_STR, &opt.data, NULL},
+        {"tag", PC_OPT_STR, &tag, NULL},
+        {"timeout-s", PC_OPT_INT, &opt.timeout_s, NULL},
+        {"rate", PC_OPT_DOUBLE, &opt.rate, &opt.rate_set},
+        {"viewers", PC_OPT_LONG, &opt.viewers, NULL},
+        {"messages", PC_OPT_LONG, &opt.messages, NULL},
+        {"size", PC_OPT_INT, &opt.size, NULL},
+        {"window", PC_OPT_INT, &opt.window, NULL},
+    };
+    int rc = pc_opts_parse(argc, argv, opts, (int)(sizeof opts / sizeof opts[0]), usage);
+    if (rc != 0)
+        return rc;
+    int sc = pc_pick(scenario, scenario_names, SC_COUNT);
+    if (sc < 0 || opt.srv.port <= 0 || !opt.srv.secret || !opt.srv.api_key || opt.concurrency < 1 ||
         opt.sockets < 1 || opt.statuses < 1 || opt.http_conns < 1 || opt.duration_s <= 0 ||
         opt.warmup_s < 0 || opt.rate < 0 || opt.crash < 1 || opt.rooms == 0 || opt.rooms < -1 || opt.with_status < 0 ||
         opt.timeout_s < 1 || opt.viewers < 1 || opt.messages < 0 || opt.messages > 100000000 ||
         opt.size < 0 || opt.size > 3500 || opt.window < 1 ||
-        (opt.scenario == SC_VIEWERS && opt.rate_set && opt.rate <= 0)) {
+        (sc == SC_VIEWERS && opt.rate_set && opt.rate <= 0)) {
         usage(stderr);
         return 2;
     }
+    opt.scenario = (scenario_t)sc;
+    if (tag)
+        snprintf(opt.tag, sizeof opt.tag, "%s", tag);
     if (!opt.tag[0])
         snprintf(opt.tag, sizeof opt.tag, "b%ld", (long)getpid());
 
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-        rl.rlim_cur = rl.rlim_max;
-        setrlimit(RLIMIT_NOFILE, &rl);
+    pc_process_init();
+    rc = pc_loop_init(&L, opt.srv.host, opt.srv.port);
+    if (rc != 0) {
+        fprintf(stderr, "rooms_bench: %s\n", rc == -2 ? "--host is not an IPv4 address" : strerror(errno));
+        return rc == -2 ? 2 : 1;
     }
-    signal(SIGPIPE, SIG_IGN);
-    signal(SIGINT, on_sigint);
-    if (pc_loop_init(&L, opt.host, opt.port) != 0) {
-        perror("epoll_create1");
-        return 1;
-    }
-    deadline_ns = pc_now_ns() + (uint64_t)opt.timeout_s * 1000000000ull;
-    int rc;
+    pc_loop_timeout(&L, opt.timeout_s);
     switch (opt.scenario) {
     case SC_CHURN: rc = run_churn(); break;
     case SC_CRASH: rc = run_crash(); break;
@@ -1980,6 +1828,6 @@ int main(int argc, char **argv)
     case SC_VIEWERS: rc = run_viewers(); break;
     default: rc = run_restart(); break;
     }
-    close(L.epfd);
+    pc_loop_free(&L);
     return rc;
 }
