@@ -27,10 +27,10 @@
  *   Closing: the last bytes (a response with Connection: close, a close
  *   frame we start) are queued, the write side is shut down once they
  *   are out, and the socket is closed at the peer's EOF or after
- *   LINGER_MS ("lingering close": closing with unread input would send a
- *   reset that can destroy what the client has not read yet). When the
- *   peer started the WebSocket close, its close frame is echoed and the
- *   socket closed as soon as the echo is written. A client over
+ *   cfg.linger_ms ("lingering close": closing with unread input would
+ *   send a reset that can destroy what the client has not read yet).
+ *   When the peer started the WebSocket close, its close frame is echoed
+ *   and the socket closed as soon as the echo is written. A client over
  *   max_outbound is cut at once (3008).
  *
  *   Memory per idle WebSocket: sizeof(net_conn_t) (328, a 336-byte heap
@@ -109,7 +109,6 @@
 #define EXEC_BATCH 64          /* process turns per async callback */
 #define TICK_MAX_EXPIRE 4096   /* expirations per list per tick */
 #define WREQ_POOL_MAX 64       /* idle uv_write_t kept per loop */
-#define LINGER_MS 2000         /* wait for the peer's EOF after our last byte */
 #define LISTEN_BACKLOG 1024
 #define MAX_IO_THREADS 256
 
@@ -335,6 +334,7 @@ void net_config_default(net_config_t *cfg)
     cfg->header_timeout_ms = 10000;
     cfg->keepalive_timeout_ms = 15000;
     cfg->ws_idle_timeout_ms = 60000;
+    cfg->linger_ms = 2000;
 }
 
 /* A transport cast (TAG_*) to a connection process. Any thread. A dead
@@ -748,9 +748,9 @@ static __thread net_loop_t *tls_loop; /* the loop this thread runs */
  * write is in flight (its callback goes on) or the queue is empty. */
 static void flush_now(net_conn_t *c)
 {
-    for (int round = 0; round < FLUSH_ROUNDS; round++) {
-        if (!q_len(c) || c->q->inflight || (c->flags & F_CLOSING))
-            return;
+    if (!q_len(c) || c->q->inflight || (c->flags & F_CLOSING))
+        return;
+    for (int round = 0; round < FLUSH_ROUNDS && q_len(c); round++) {
         uv_buf_t bufs[WRITE_MAX_BUFS];
         uint32_t n = 0;
         size_t total = 0;
@@ -856,7 +856,7 @@ static void do_shutdown(net_conn_t *c)
 }
 
 /* Everything worth sending is queued: send it, then FIN, then wait (up to
- * LINGER_MS) for the peer to close, reading and dropping what it still
+ * cfg.linger_ms) for the peer to close, reading and dropping what it still
  * sends, so that our close never turns into a reset that could destroy
  * the last response or close frame before the client reads it. */
 static void start_linger(net_conn_t *c)
@@ -1970,7 +1970,7 @@ static int loop_init(net_server_t *s, unsigned i)
     l->tmo_ms[TMO_HEADER] = (uint64_t)cfg->header_timeout_ms;
     l->tmo_ms[TMO_KEEPALIVE] = (uint64_t)cfg->keepalive_timeout_ms;
     l->tmo_ms[TMO_WS_IDLE] = (uint64_t)cfg->ws_idle_timeout_ms;
-    l->tmo_ms[TMO_LINGER] = LINGER_MS;
+    l->tmo_ms[TMO_LINGER] = (uint64_t)cfg->linger_ms;
     /* One tick a second, or finer when a timeout is short (tests). */
     int shortest = cfg->header_timeout_ms;
     if (cfg->keepalive_timeout_ms < shortest)
@@ -2070,6 +2070,8 @@ int net_server_start(const net_config_t *cfg, net_server_t **out)
         s->cfg.keepalive_timeout_ms = def.keepalive_timeout_ms;
     if (s->cfg.ws_idle_timeout_ms <= 0)
         s->cfg.ws_idle_timeout_ms = def.ws_idle_timeout_ms;
+    if (s->cfg.linger_ms <= 0)
+        s->cfg.linger_ms = def.linger_ms;
     s->host_copy = strdup(s->cfg.host);
     unsigned n = s->cfg.io_threads;
     if (!n) {

@@ -28,7 +28,10 @@
  *   over max_frame [1 MiB] -> close 1009; a WebSocket with no frame for
  *   ws_idle_timeout [60 s] -> close 1001 (Phoenix clients send a heartbeat
  *   every 30 s); outbound bytes queued past max_outbound [1 MiB] -> the
- *   client is not reading: close 3008 at once, nobody else waits.
+ *   client is not reading: close 3008 at once, nobody else waits. After
+ *   its last bytes (a response with Connection: close, a close frame)
+ *   the server shuts its side down and waits up to linger [2 s] for the
+ *   client's EOF before closing.
  *
  * Threads and ownership
  *   Every net_app_t callback runs on the connection's I/O thread, in the
@@ -113,6 +116,7 @@ typedef struct net_config {
     int header_timeout_ms;       /* 10000 */
     int keepalive_timeout_ms;    /* 15000 */
     int ws_idle_timeout_ms;      /* 60000 */
+    int linger_ms;               /* 2000 */
     const net_app_t *app;        /* borrowed; must outlive the server */
     void *app_data;              /* net_server_app_data() */
 } net_config_t;

@@ -490,7 +490,7 @@ static void *verify_thread(void *p)
     return NULL;
 }
 
-Test(jwt_key, shared_by_threads, .timeout = 60)
+Test(jwt_key, shared_by_threads)
 {
     jwt_key_t *k = key_of(S);
     atomic_int wrong = 0;
