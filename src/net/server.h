@@ -12,7 +12,9 @@
  *   to like any process, and only its own thread ever touches its socket.
  *   Bytes read are parsed in the read callback as the connection process
  *   (rt_exec_call), from one read buffer per loop: an idle connection
- *   holds no read buffer.
+ *   holds no read buffer. Sends are queued, and everything a connection
+ *   sent during one loop iteration is written at its end with one
+ *   writev (in order; a backlog of 64 KiB or more is written at once).
  *
  *   The transport speaks HTTP/1.1 (net/http.h) and RFC 6455 WebSocket
  *   (net/ws.h) and hands requests, WebSocket messages and runtime
@@ -194,7 +196,8 @@ int net_ws_send_frame(net_conn_t *c, rt_buf_t *frame);
 /* Starts the close handshake with code and reason (reason may be NULL);
  * on_ws_closed follows. Idempotent. */
 void net_ws_close(net_conn_t *c, int code, const char *reason);
-/* Bytes queued for writing now. */
+/* Bytes queued for writing now: sent but not yet taken by the socket,
+ * including what waits for the end of this loop iteration. */
 size_t net_conn_outbound(const net_conn_t *c);
 
 #endif
