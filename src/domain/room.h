@@ -98,6 +98,7 @@ typedef struct room_publisher {
 typedef struct room_config {
     room_publisher_t publisher;  /* NULL publish: announcements are dropped */
     int tick_ms;                 /* announcement coalescing; 0 = 50 */
+    int viewers_tick_ms;         /* ... when only the viewer count changed; 0 = 1000 */
     int reconnect_grace_ms;      /* 0 = 30000 */
     int empty_timeout_ms;        /* default per room; 0 = 300000 */
     bool auto_create;            /* a join of an unknown room creates it */

@@ -16,6 +16,7 @@
 
 static room_config_t config = {
     .tick_ms = 50,
+    .viewers_tick_ms = 1000,
     .reconnect_grace_ms = 30000,
     .empty_timeout_ms = 300000,
     .auto_create = true,
@@ -31,6 +32,8 @@ void room_configure(const room_config_t *cfg)
         c = *cfg;
     if (c.tick_ms <= 0)
         c.tick_ms = 50;
+    if (c.viewers_tick_ms <= 0)
+        c.viewers_tick_ms = 1000;
     if (c.reconnect_grace_ms <= 0)
         c.reconnect_grace_ms = 30000;
     if (c.empty_timeout_ms <= 0)

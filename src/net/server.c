@@ -15,20 +15,22 @@
  *   the loop's executor, so its callbacks, its exit and its terminate all
  *   run on the loop thread.
  *
- *   Writing: uv_try_write first; whatever the socket does not take is
- *   queued (a copy, or a reference to a shared frame) and written by one
- *   uv_write at a time. The uv_write_t comes from a per-loop pool rather
- *   than being embedded: 192 bytes that an idle connection does not need.
- *   While a read is handled the connection's output is corked instead and
- *   leaves in one writev when the read callback ends (see "batching").
+ *   Writing: a send only queues (a copy, or a reference to a shared
+ *   frame) and puts the connection on its loop's flush list; once per
+ *   loop iteration, after the I/O callbacks and again before the loop
+ *   blocks, every listed connection writes what it queued in one writev
+ *   (see "batching"). What the socket does not take is written by one
+ *   uv_write at a time as it drains. The uv_write_t comes from a
+ *   per-loop pool rather than being embedded: 192 bytes that an idle
+ *   connection does not need.
  *
  *   Closing: the last bytes (a response with Connection: close, a close
  *   frame we start) are queued, the write side is shut down once they
  *   are out, and the socket is closed at the peer's EOF or after
- *   LINGER_MS ("lingering close": closing with unread input would send a
- *   reset that can destroy what the client has not read yet). When the
- *   peer started the WebSocket close, its close frame is echoed and the
- *   socket closed as soon as the echo is written. A client over
+ *   cfg.linger_ms ("lingering close": closing with unread input would
+ *   send a reset that can destroy what the client has not read yet).
+ *   When the peer started the WebSocket close, its close frame is echoed
+ *   and the socket closed as soon as the echo is written. A client over
  *   max_outbound is cut at once (3008).
  *
  *   Memory per idle WebSocket: sizeof(net_conn_t) (328, a 336-byte heap
@@ -58,9 +60,7 @@
  *     `outbound` is the sum of what is left of every entry and never
  *     exceeds max_outbound: passing it closes the connection (3008).
  *     The queue's block exists while it holds an entry or the peer's
- *     address; a corked connection (loop->corked, at most one per loop,
- *     only inside an I/O callback) queues without writing, and is
- *     uncorked before the callback returns or its process terminates.
+ *     address.
  *  5. A connection is in at most one deadline list. Each list has one
  *     fixed duration and entries are appended with now + duration, so
  *     every list is sorted by deadline and a tick only looks at heads.
@@ -71,6 +71,15 @@
  *     per tick (TICK_MAX_EXPIRE), bytes per feed (one read).
  *  8. The loop's scratch reader is used by one ws_feed at a time (feeds
  *     are never nested) and owns no buffer outside one (ws_reader_park).
+ *  9. A connection with queued entries and no write in flight is on its
+ *     loop's flush list (F_FLUSHQ), so the list's next walk writes them;
+ *     one with a write in flight need not be (on_write goes on). A
+ *     listed connection leaves the list at the walk or, if freed first,
+ *     in conn_free. Bytes reach the socket in the order they were sent:
+ *     queued bytes are written only by flush_now() and start_write(),
+ *     both from the head of the queue, and the direct "last words"
+ *     writes (overflow_close, conn_terminate, begin_shutdown) are made
+ *     only when nothing is queued.
  */
 #include "net/server.h"
 
@@ -92,11 +101,14 @@
 #include "net/ws.h"
 
 #define READ_BUF_SIZE (64u * 1024u)
-#define WRITE_MAX_BUFS 16      /* entries per uv_write (one writev) */
+#define WRITE_MAX_BUFS 64      /* entries per writev (IOV_MAX is 1024) */
+#define FLUSH_ROUNDS 4         /* writevs per connection per flush while the
+                                  socket takes everything */
+#define FLUSH_EARLY (64u * 1024u) /* queued bytes that are written at once,
+                                     not at the end of the iteration */
 #define EXEC_BATCH 64          /* process turns per async callback */
 #define TICK_MAX_EXPIRE 4096   /* expirations per list per tick */
 #define WREQ_POOL_MAX 64       /* idle uv_write_t kept per loop */
-#define LINGER_MS 2000         /* wait for the peer's EOF after our last byte */
 #define LISTEN_BACKLOG 1024
 #define MAX_IO_THREADS 256
 
@@ -133,6 +145,7 @@ enum {
     F_REPORTED = 1u << 15,  /* on_ws_closed called */
     F_DRAIN = 1u << 16,     /* HTTP: close after the current response */
     F_CLOSE_FLUSH = 1u << 17, /* close the socket once the queue is written */
+    F_FLUSHQ = 1u << 18,    /* on loop->flushq (rule 9) */
 };
 
 typedef struct net_loop net_loop_t;
@@ -217,7 +230,14 @@ struct net_loop {
     /* I/O callback batching (io_begin/io_end, loop thread only). */
     bool in_cb;                 /* inside a callback that ends with io_end */
     bool run_exec;              /* the executor was woken meanwhile */
-    net_conn_t *corked;         /* its output is held until io_end */
+    /* Output batching (rule 9, loop thread only): connections with
+     * output queued this iteration, written by flush_all() from the
+     * check handle (after the I/O callbacks) and the prepare handle
+     * (before the loop blocks: sends made by timers and close callbacks). */
+    net_conn_t **flushq;
+    uint32_t nflush, flushcap;
+    uv_check_t flush_check;
+    uv_prepare_t flush_prepare;
     net_conn_t *tmo_head[TMO_N], *tmo_tail[TMO_N];
     uint64_t tmo_ms[TMO_N];
     uint64_t t0;                /* uv_now() at init: now_ms() counts from it */
@@ -314,6 +334,7 @@ void net_config_default(net_config_t *cfg)
     cfg->header_timeout_ms = 10000;
     cfg->keepalive_timeout_ms = 15000;
     cfg->ws_idle_timeout_ms = 60000;
+    cfg->linger_ms = 2000;
 }
 
 /* A transport cast (TAG_*) to a connection process. Any thread. A dead
@@ -491,6 +512,17 @@ static void q_drop_pending(net_conn_t *c)
 }
 
 static void do_shutdown(net_conn_t *c);
+static void flush_now(net_conn_t *c);
+
+/* The queue has just emptied: do the close or shutdown that waited for
+ * the last bytes. */
+static void queue_drained(net_conn_t *c)
+{
+    if (c->flags & F_CLOSE_FLUSH)
+        conn_close(c);
+    else if (c->flags & F_LINGER)
+        do_shutdown(c);
+}
 
 static void on_write(uv_write_t *w, int status)
 {
@@ -510,13 +542,12 @@ static void on_write(uv_write_t *w, int status)
         start_write(c);
         return;
     }
-    if (c->flags & F_CLOSE_FLUSH)
-        conn_close(c);
-    else if (c->flags & F_LINGER)
-        do_shutdown(c);
+    queue_drained(c);
 }
 
-/* Starts one uv_write of up to WRITE_MAX_BUFS queued entries (writev). */
+/* Starts one uv_write of up to WRITE_MAX_BUFS queued entries (writev),
+ * for what the socket did not take at once: libuv writes it as the
+ * socket drains. */
 static void start_write(net_conn_t *c)
 {
     if (q_inflight(c) || !q_len(c) || (c->flags & F_CLOSING))
@@ -543,12 +574,13 @@ static void start_write(net_conn_t *c)
 }
 
 /* The queue is over its bound: the client does not read. Close at once
- * without waiting for anyone (design §4): drop the queue, try the close
- * frame if the stream is at a frame boundary, close the socket. `partial`:
- * the bytes that overflowed were partly written already. */
-static void overflow_close(net_conn_t *c, bool partial)
+ * without waiting for anyone (design §4): drop what is not being
+ * written, send the close frame if the stream is at a frame boundary
+ * (nothing in flight, and the head entry untouched: everything before
+ * it reached the socket whole), close the socket. */
+static void overflow_close(net_conn_t *c)
 {
-    bool boundary = !partial && q_inflight(c) == 0 && (q_len(c) == 0 || q_at(c, 0)->off == 0);
+    bool boundary = q_inflight(c) == 0 && (q_len(c) == 0 || q_at(c, 0)->off == 0);
     q_drop_pending(c);
     if ((c->flags & F_WS) && !(c->flags & F_CLOSE_SENT)) {
         c->flags |= F_CLOSE_SENT;
@@ -564,57 +596,104 @@ static void overflow_close(net_conn_t *c, bool partial)
     conn_close(c);
 }
 
-/* Writes the bytes of parts now if the socket takes them, else queues a
- * copy of what is left. Returns RT_OK, NET_E_CLOSED, NET_E_OVERFLOW or
- * RT_ENOMEM (the last two close the connection). */
+/* Makes sure n more bytes may be queued: the bound counts only what the
+ * socket has refused, as if every send had been written at once, so
+ * output still waiting for this iteration's flush is written first when
+ * it is what stands in the way. Returns RT_OK, NET_E_CLOSED (the socket
+ * failed meanwhile) or NET_E_OVERFLOW (closed with 3008). */
+static int make_room(net_conn_t *c, size_t n)
+{
+    size_t max = cfg_of(c)->max_outbound;
+    if (q_bytes(c) + n > max && q_len(c) && !q_inflight(c)) {
+        flush_now(c);
+        if (c->flags & F_CLOSING)
+            return NET_E_CLOSED;
+    }
+    if (q_bytes(c) + n > max) {
+        overflow_close(c);
+        return NET_E_OVERFLOW;
+    }
+    return RT_OK;
+}
+
+/* Rule 9: puts c on its loop's flush list. If the list cannot grow, c is
+ * written at once instead: correct, only not batched. */
+static void flushq_add(net_conn_t *c)
+{
+    if (c->flags & F_FLUSHQ)
+        return;
+    net_loop_t *l = loop_of(c);
+    if (l->nflush == l->flushcap) {
+        uint32_t ncap = l->flushcap ? l->flushcap * 2 : 256;
+        net_conn_t **nq = ncap > l->flushcap ? realloc(l->flushq, ncap * sizeof *nq) : NULL;
+        if (!nq) {
+            flush_now(c);
+            return;
+        }
+        l->flushq = nq;
+        l->flushcap = ncap;
+    }
+    l->flushq[l->nflush++] = c;
+    c->flags |= F_FLUSHQ;
+}
+
+/* Takes c off the flush list (it is being freed before the walk). O(list),
+ * and rare: the walk runs before the close callbacks of its iteration. */
+static void flushq_forget(net_conn_t *c)
+{
+    if (!(c->flags & F_FLUSHQ))
+        return;
+    net_loop_t *l = loop_of(c);
+    for (uint32_t i = 0; i < l->nflush; i++)
+        if (l->flushq[i] == c)
+            l->flushq[i] = NULL;
+    c->flags &= ~F_FLUSHQ;
+}
+
+/* Appends buf (its reference is taken) and sees that it gets written:
+ * by the flush list's walk, by the callback of the write in flight, or
+ * now if FLUSH_EARLY bytes wait (a large response or a burst need not
+ * sit in memory until the end of the iteration). The caller checked the
+ * bound (make_room). Returns RT_OK or RT_ENOMEM (buf released, the
+ * connection closed). */
+static int q_send(net_conn_t *c, rt_buf_t *buf)
+{
+    if (q_push(c, buf, 0)) {
+        conn_close(c);
+        return RT_ENOMEM;
+    }
+    if (q_inflight(c))
+        return RT_OK;
+    if (q_bytes(c) >= FLUSH_EARLY)
+        flush_now(c);
+    else
+        flushq_add(c);
+    return RT_OK;
+}
+
+/* Queues a copy of the bytes of parts. Returns RT_OK, NET_E_CLOSED,
+ * NET_E_OVERFLOW or RT_ENOMEM (the last two close the connection). */
 static int send_copy(net_conn_t *c, const uv_buf_t *parts, unsigned n)
 {
     if (c->flags & F_CLOSING)
         return NET_E_CLOSED;
-    size_t total = 0, written = 0;
+    size_t total = 0;
     for (unsigned i = 0; i < n; i++)
         total += parts[i].len;
-    bool corked = loop_of(c)->corked == c;
-    if (!q_len(c) && !corked) {
-        int r = uv_try_write((uv_stream_t *)&c->tcp, parts, n);
-        if (r >= 0) {
-            written = (size_t)r;
-        } else if (r != UV_EAGAIN) {
-            conn_close(c);
-            return NET_E_CLOSED;
-        }
-        stat_add(&loop_of(c)->st.bytes_out, written);
-        if (written == total)
-            return RT_OK;
-    }
-    size_t rem = total - written;
-    if (q_bytes(c) + rem > cfg_of(c)->max_outbound) {
-        overflow_close(c, written > 0);
-        return NET_E_OVERFLOW;
-    }
-    rt_buf_t *b = rt_buf_new(NULL, rem);
+    int rc = make_room(c, total);
+    if (rc != RT_OK)
+        return rc;
+    rt_buf_t *b = rt_buf_new(NULL, total);
     if (!b) {
         conn_close(c);
         return RT_ENOMEM;
     }
-    size_t skip = written, at = 0;
+    size_t at = 0;
     for (unsigned i = 0; i < n; i++) {
-        size_t len = parts[i].len;
-        if (skip >= len) {
-            skip -= len;
-            continue;
-        }
-        memcpy(b->data + at, parts[i].base + skip, len - skip);
-        at += len - skip;
-        skip = 0;
+        memcpy(b->data + at, parts[i].base, parts[i].len);
+        at += parts[i].len;
     }
-    if (q_push(c, b, 0)) {
-        conn_close(c);
-        return RT_ENOMEM;
-    }
-    if (!corked)
-        start_write(c);
-    return RT_OK;
+    return q_send(c, b);
 }
 
 static int send_bytes(net_conn_t *c, const void *data, size_t len)
@@ -623,113 +702,125 @@ static int send_bytes(net_conn_t *c, const void *data, size_t len)
     return send_copy(c, &b, 1);
 }
 
-/* The broadcast lane: frame is written as is, retained only if queued. */
+/* The broadcast lane: frame is queued as is (retained), never copied. */
 static int send_shared(net_conn_t *c, rt_buf_t *frame)
 {
     if (c->flags & F_CLOSING)
         return NET_E_CLOSED;
-    size_t written = 0;
-    bool corked = loop_of(c)->corked == c;
-    if (!q_len(c) && !corked) {
-        uv_buf_t b = mkbuf(frame->data, frame->len);
-        int r = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
-        if (r >= 0) {
-            written = (size_t)r;
-        } else if (r != UV_EAGAIN) {
-            conn_close(c);
-            return NET_E_CLOSED;
-        }
-        stat_add(&loop_of(c)->st.bytes_out, written);
-        if (written == frame->len)
-            return RT_OK;
-    }
-    if (q_bytes(c) + (frame->len - written) > cfg_of(c)->max_outbound) {
-        overflow_close(c, written > 0);
-        return NET_E_OVERFLOW;
-    }
+    int rc = make_room(c, frame->len);
+    if (rc != RT_OK)
+        return rc;
     rt_buf_retain(frame);
-    if (q_push(c, frame, written)) {
-        conn_close(c);
-        return RT_ENOMEM;
-    }
-    if (!corked)
-        start_write(c);
-    return RT_OK;
+    return q_send(c, frame);
 }
 
-/* ---- batching: corked output, the executor run inline ---------------------
- * A read usually makes a connection answer several times in a row: a
+/* ---- batching: one writev per connection per iteration, the executor
+ * run inline ------------------------------------------------------------------
+ * A connection often sends several times within one loop iteration: a
  * join is answered with its reply and presence_state, and the presence
- * diff published to the topic comes straight back to the joiner as a
- * message. Written one by one these are three writes, three segments and
- * three wake-ups of the client (on loopback each write also runs the
- * peer's receive path). So while a read is handled the connection's
- * output is corked: sends queue (copies, or references to shared frames)
- * without writing; the processes the read woke on this loop run right
- * away instead of after an eventfd round trip (exec_wake notices it is
- * called from inside such a callback); then everything queued goes out
- * in one writev. Latency is unchanged (all of it happens before the
- * callback returns); the order of bytes is the order of the sends. */
+ * diff published to the topic comes straight back to the joiner; a
+ * viewer of a busy room finds several broadcasts in its mailbox when its
+ * turn comes. Written one by one these would be one write syscall and
+ * one TCP segment each (and on loopback each write also runs the peer's
+ * receive path): with 10,000 viewers that per-frame write was ~73% of
+ * the server's time. So sends only queue (rule 9), and the loop's check
+ * handle, which runs right after the iteration's I/O callbacks (reads,
+ * the executor's wake-up), writes everything each listed connection
+ * queued in one writev. The prepare handle does the same before the loop
+ * blocks, for sends made outside the I/O callbacks (a timer's idle
+ * close, a close callback). The more a connection has to send, the
+ * larger its batch: under load the syscalls per frame fall instead of
+ * the queues growing. Latency is unchanged in the common case (the flush
+ * is in the same iteration, before the loop polls again); the order of
+ * bytes is the order of the sends.
+ *
+ * Also, while a read is handled, the processes it woke on this loop run
+ * right away instead of after an eventfd round trip (exec_wake notices
+ * it is called from inside such a callback), so their output joins the
+ * same flush. */
 
 static __thread net_loop_t *tls_loop; /* the loop this thread runs */
 
 /* Writes what the queue holds now: one writev of up to WRITE_MAX_BUFS
- * entries; what the socket does not take goes on through uv_write. Then
- * what on_write would do once the queue is empty. */
+ * entries, again while the socket takes everything (FLUSH_ROUNDS at
+ * most); what it does not take goes on through uv_write. Then what
+ * on_write would do once the queue is empty. Nothing to do while a
+ * write is in flight (its callback goes on) or the queue is empty. */
 static void flush_now(net_conn_t *c)
 {
     if (!q_len(c) || c->q->inflight || (c->flags & F_CLOSING))
         return;
-    uv_buf_t bufs[WRITE_MAX_BUFS];
-    uint32_t n = 0;
-    for (; n < c->q->len && n < WRITE_MAX_BUFS; n++) {
-        qent_t *e = q_at(c, n);
-        bufs[n] = mkbuf(e->buf->data + e->off, e->buf->len - e->off);
-    }
-    int r = uv_try_write((uv_stream_t *)&c->tcp, bufs, n);
-    if (r < 0 && r != UV_EAGAIN) {
-        conn_close(c);
-        return;
-    }
-    size_t w = r > 0 ? (size_t)r : 0;
-    stat_add(&loop_of(c)->st.bytes_out, w);
-    while (w > 0 && q_len(c)) {
-        qent_t *e = q_at(c, 0);
-        size_t left = e->buf->len - e->off;
-        if (w >= left) {
-            w -= left;
-            q_pop(c, 1);
-        } else {
-            e->off += w;
-            c->q->outbound -= w;
-            w = 0;
+    for (int round = 0; round < FLUSH_ROUNDS && q_len(c); round++) {
+        uv_buf_t bufs[WRITE_MAX_BUFS];
+        uint32_t n = 0;
+        size_t total = 0;
+        for (; n < c->q->len && n < WRITE_MAX_BUFS; n++) {
+            qent_t *e = q_at(c, n);
+            bufs[n] = mkbuf(e->buf->data + e->off, e->buf->len - e->off);
+            total += bufs[n].len;
         }
+        int r = uv_try_write((uv_stream_t *)&c->tcp, bufs, n);
+        if (r < 0 && r != UV_EAGAIN) {
+            conn_close(c);
+            return;
+        }
+        size_t w = r > 0 ? (size_t)r : 0;
+        stat_add(&loop_of(c)->st.bytes_out, w);
+        bool whole = w == total;
+        while (w > 0 && q_len(c)) {
+            qent_t *e = q_at(c, 0);
+            size_t left = e->buf->len - e->off;
+            if (w >= left) {
+                w -= left;
+                q_pop(c, 1);
+            } else {
+                e->off += w;
+                c->q->outbound -= w;
+                w = 0;
+            }
+        }
+        if (!whole)
+            break; /* the socket is full: libuv waits for it to drain */
     }
     if (q_len(c))
         start_write(c);
-    else if (c->flags & F_CLOSE_FLUSH)
-        conn_close(c);
-    else if (c->flags & F_LINGER)
-        do_shutdown(c);
+    else
+        queue_drained(c);
 }
 
-static void uncork(net_loop_t *l)
+/* Rule 9: the walk. flush_now only writes, closes or shuts down (every
+ * libuv callback it causes comes later), so the list does not change
+ * under the walk. */
+static void flush_all(net_loop_t *l)
 {
-    net_conn_t *c = l->corked;
-    if (!c)
-        return;
-    l->corked = NULL;
-    flush_now(c);
+    for (uint32_t i = 0; i < l->nflush; i++) {
+        net_conn_t *c = l->flushq[i];
+        if (!c)
+            continue; /* freed before the walk (flushq_forget) */
+        c->flags &= ~F_FLUSHQ;
+        flush_now(c);
+    }
+    l->nflush = 0;
 }
 
-static void io_begin(net_loop_t *l, net_conn_t *cork)
+static void on_flush_check(uv_check_t *h)
+{
+    flush_all(h->data);
+}
+
+static void on_flush_prepare(uv_prepare_t *h)
+{
+    flush_all(h->data);
+}
+
+static void io_begin(net_loop_t *l)
 {
     l->in_cb = true;
-    l->corked = cork;
 }
 
 /* Runs what the callback woke on this loop (bounded: one batch; the rest
- * after the next poll, as on_async does), then writes the corked output. */
+ * after the next poll, as on_async does). Their output, and the
+ * callback's, is written by this iteration's flush. */
 static void io_end(net_loop_t *l)
 {
     if (l->run_exec) {
@@ -739,7 +830,6 @@ static void io_end(net_loop_t *l)
         l->run_exec = false;
     }
     l->in_cb = false;
-    uncork(l);
 }
 
 /* ---- closing ---------------------------------------------------------------- */
@@ -766,7 +856,7 @@ static void do_shutdown(net_conn_t *c)
 }
 
 /* Everything worth sending is queued: send it, then FIN, then wait (up to
- * LINGER_MS) for the peer to close, reading and dropping what it still
+ * cfg.linger_ms) for the peer to close, reading and dropping what it still
  * sends, so that our close never turns into a reset that could destroy
  * the last response or close frame before the client reads it. */
 static void start_linger(net_conn_t *c)
@@ -812,6 +902,7 @@ static void conn_free(net_conn_t *c)
         pthread_mutex_unlock(&l->mu);
     }
     tmo_unlink(c);
+    flushq_forget(c);
     q_pop(c, q_len(c));
     if (c->flags & F_WS) {
         if (c->u.ws.reader) {
@@ -1341,7 +1432,7 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
     if (!(c->flags & F_ALIVE))
         return;
     chunk_t ch = {buf->base, (size_t)n};
-    io_begin(loop_of(c), c);
+    io_begin(loop_of(c));
     rt_exec_call(&loop_of(c)->exec, c->pid, feed_fn, &ch);
     io_end(loop_of(c));
 }
@@ -1398,8 +1489,7 @@ static void conn_terminate(void *state, rt_reason_t *reason)
     net_loop_t *l = loop_of(c);
     c->flags &= ~F_ALIVE;
     l->nprocs--;
-    if (l->corked == c)
-        uncork(l); /* what it sent before exiting goes first, as unbatched */
+    flush_now(c); /* what it sent before exiting goes first, as unbatched */
     if (c->flags & F_HCLOSED) {
         conn_free(c);
         return;
@@ -1502,7 +1592,7 @@ static void on_connection(uv_stream_t *server, int status)
     net_loop_t *l = server->data;
     if (status < 0 || l->shutting)
         return;
-    io_begin(l, NULL);
+    io_begin(l);
     accept_one(l, server);
     io_end(l);
 }
@@ -1738,7 +1828,8 @@ static void begin_shutdown(net_loop_t *l)
             c->flags |= F_CLOSE_SENT;
             if (!c->ws_code)
                 c->ws_code = WS_CLOSE_GOING_AWAY;
-            if (!q_len(c)) {
+            flush_now(c); /* what was sent before goes first */
+            if (!q_len(c) && !(c->flags & F_CLOSING)) {
                 ws_frame_t f;
                 if (ws_close_encode(WS_CLOSE_GOING_AWAY, "server shutting down", 20, &f) == 0) {
                     uv_buf_t b = mkbuf((char *)f.data, f.len);
@@ -1781,6 +1872,8 @@ static void on_async(uv_async_t *a)
         l->finished = true;
         uv_close((uv_handle_t *)&l->tick, NULL);
         uv_close((uv_handle_t *)&l->async, NULL);
+        uv_close((uv_handle_t *)&l->flush_check, NULL);
+        uv_close((uv_handle_t *)&l->flush_prepare, NULL);
         /* uv_run returns once these are closed. */
     }
 }
@@ -1859,6 +1952,17 @@ static int loop_init(net_server_t *s, unsigned i)
     uv_timer_init(&l->uv, &l->tick);
     l->t0 = uv_now(&l->uv);
     l->tick.data = l;
+    /* The flush handles run every iteration but never keep the loop
+     * alive by themselves (unref): the loop ends when tick and async are
+     * closed, as before. */
+    uv_check_init(&l->uv, &l->flush_check);
+    l->flush_check.data = l;
+    uv_check_start(&l->flush_check, on_flush_check);
+    uv_unref((uv_handle_t *)&l->flush_check);
+    uv_prepare_init(&l->uv, &l->flush_prepare);
+    l->flush_prepare.data = l;
+    uv_prepare_start(&l->flush_prepare, on_flush_prepare);
+    uv_unref((uv_handle_t *)&l->flush_prepare);
     l->rbuf = malloc(READ_BUF_SIZE);
     if (!l->rbuf)
         return RT_ENOMEM;
@@ -1866,7 +1970,7 @@ static int loop_init(net_server_t *s, unsigned i)
     l->tmo_ms[TMO_HEADER] = (uint64_t)cfg->header_timeout_ms;
     l->tmo_ms[TMO_KEEPALIVE] = (uint64_t)cfg->keepalive_timeout_ms;
     l->tmo_ms[TMO_WS_IDLE] = (uint64_t)cfg->ws_idle_timeout_ms;
-    l->tmo_ms[TMO_LINGER] = LINGER_MS;
+    l->tmo_ms[TMO_LINGER] = (uint64_t)cfg->linger_ms;
     /* One tick a second, or finer when a timeout is short (tests). */
     int shortest = cfg->header_timeout_ms;
     if (cfg->keepalive_timeout_ms < shortest)
@@ -1904,6 +2008,8 @@ static void loop_fini(net_loop_t *l)
             stop_listening(l);
             uv_close((uv_handle_t *)&l->tick, NULL);
             uv_close((uv_handle_t *)&l->async, NULL);
+            uv_close((uv_handle_t *)&l->flush_check, NULL);
+            uv_close((uv_handle_t *)&l->flush_prepare, NULL);
             uv_run(&l->uv, UV_RUN_DEFAULT);
         }
         if (uv_loop_close(&l->uv) != 0)
@@ -1917,6 +2023,7 @@ static void loop_fini(net_loop_t *l)
         free(w);
     }
     free(l->rbuf);
+    free(l->flushq);
     ws_reader_free(&l->scratch); /* a buffer left by an unwound feed */
     pthread_mutex_destroy(&l->mu);
 }
@@ -1963,6 +2070,8 @@ int net_server_start(const net_config_t *cfg, net_server_t **out)
         s->cfg.keepalive_timeout_ms = def.keepalive_timeout_ms;
     if (s->cfg.ws_idle_timeout_ms <= 0)
         s->cfg.ws_idle_timeout_ms = def.ws_idle_timeout_ms;
+    if (s->cfg.linger_ms <= 0)
+        s->cfg.linger_ms = def.linger_ms;
     s->host_copy = strdup(s->cfg.host);
     unsigned n = s->cfg.io_threads;
     if (!n) {

@@ -12,7 +12,9 @@
  *   to like any process, and only its own thread ever touches its socket.
  *   Bytes read are parsed in the read callback as the connection process
  *   (rt_exec_call), from one read buffer per loop: an idle connection
- *   holds no read buffer.
+ *   holds no read buffer. Sends are queued, and everything a connection
+ *   sent during one loop iteration is written at its end with one
+ *   writev (in order; a backlog of 64 KiB or more is written at once).
  *
  *   The transport speaks HTTP/1.1 (net/http.h) and RFC 6455 WebSocket
  *   (net/ws.h) and hands requests, WebSocket messages and runtime
@@ -28,7 +30,10 @@
  *   over max_frame [1 MiB] -> close 1009; a WebSocket with no frame for
  *   ws_idle_timeout [60 s] -> close 1001 (Phoenix clients send a heartbeat
  *   every 30 s); outbound bytes queued past max_outbound [1 MiB] -> the
- *   client is not reading: close 3008 at once, nobody else waits.
+ *   client is not reading: close 3008 at once, nobody else waits. After
+ *   its last bytes (a response with Connection: close, a close frame)
+ *   the server shuts its side down and waits up to linger [2 s] for the
+ *   client's EOF before closing.
  *
  * Threads and ownership
  *   Every net_app_t callback runs on the connection's I/O thread, in the
@@ -113,6 +118,7 @@ typedef struct net_config {
     int header_timeout_ms;       /* 10000 */
     int keepalive_timeout_ms;    /* 15000 */
     int ws_idle_timeout_ms;      /* 60000 */
+    int linger_ms;               /* 2000 */
     const net_app_t *app;        /* borrowed; must outlive the server */
     void *app_data;              /* net_server_app_data() */
 } net_config_t;
@@ -190,7 +196,8 @@ int net_ws_send_frame(net_conn_t *c, rt_buf_t *frame);
 /* Starts the close handshake with code and reason (reason may be NULL);
  * on_ws_closed follows. Idempotent. */
 void net_ws_close(net_conn_t *c, int code, const char *reason);
-/* Bytes queued for writing now. */
+/* Bytes queued for writing now: sent but not yet taken by the socket,
+ * including what waits for the end of this loop iteration. */
 size_t net_conn_outbound(const net_conn_t *c);
 
 #endif

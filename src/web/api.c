@@ -311,7 +311,9 @@ static void tokens(const web_api_t *api, const net_http_request_t *req, web_api_
                                    json_is_string(room) ? json_string_value(room) : "*",
                                    "iat", (json_int_t)now, "exp", (json_int_t)(now + t));
         char *token = NULL;
-        int rc = claims ? jwt_sign(api->secret, api->secret_len, claims, &token) : JWT_E_NOMEM;
+        int rc = !claims       ? JWT_E_NOMEM
+                 : api->jwt_key ? jwt_sign_key(api->jwt_key, claims, &token)
+                                : jwt_sign(api->secret, api->secret_len, claims, &token);
         json_decref(claims);
         if (rc != JWT_OK) {
             web_api_error(res, 500, "internal_error", jwt_strerror(rc), NULL);
@@ -490,7 +492,9 @@ int web_api_ws_auth(const web_api_t *api, const net_http_request_t *req, web_ws_
         return 403;
     }
     json_t *claims = NULL;
-    rc = jwt_verify(api->secret, api->secret_len, token, token_len, wall_s(), &claims);
+    rc = api->jwt_key
+             ? jwt_verify_key(api->jwt_key, token, token_len, wall_s(), &claims)
+             : jwt_verify(api->secret, api->secret_len, token, token_len, wall_s(), &claims);
     free(token);
     if (rc != JWT_OK) {
         *message = rc == JWT_E_EXPIRED ? "token expired" : "invalid token";

@@ -47,9 +47,15 @@
 #define WEB_TOKEN_TTL_MAX (366 * 86400) /* a year */
 #define WEB_ID_MAX 256                  /* bytes in a user or room id */
 
+struct jwt_key;
+
 typedef struct web_api {
     const void *secret;        /* JWT HS256 secret (borrowed) */
     size_t secret_len;
+    /* The same secret prepared once (web/jwt.h), borrowed: tokens are
+     * signed and checked with it, not re-keyed per token. NULL: the
+     * plain secret is used (same results, slower). */
+    const struct jwt_key *jwt_key;
     const char *api_key;       /* for /api/ (borrowed) */
     const char *version;       /* shown by /healthz */
     uint64_t started_ms;       /* rt_now_ms() at start, for uptime */

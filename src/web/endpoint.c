@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "net/ws.h"
+#include "web/jwt.h"
 #include "web/socket.h"
 
 #define START_PENDING 1 /* start_rc while nobody knows yet */
@@ -19,6 +20,7 @@
 struct web_endpoint {
     web_endpoint_config_t cfg;
     char *secret, *api_key;
+    jwt_key_t *jwt_key;     /* the secret, prepared once for every upgrade */
     web_api_t api;
     web_channel_router_t router;
 
@@ -51,7 +53,8 @@ web_endpoint_t *web_endpoint_new(const web_endpoint_config_t *cfg)
     ep->cfg = *cfg;
     ep->secret = strdup(cfg->secret);
     ep->api_key = strdup(cfg->api_key);
-    if (!ep->secret || !ep->api_key) {
+    if (!ep->secret || !ep->api_key ||
+        jwt_key_new(ep->secret, strlen(ep->secret), &ep->jwt_key) != JWT_OK) {
         free(ep->secret);
         free(ep->api_key);
         free(ep);
@@ -60,8 +63,8 @@ web_endpoint_t *web_endpoint_new(const web_endpoint_config_t *cfg)
     ep->cfg.secret = ep->secret;
     ep->cfg.api_key = ep->api_key;
     ep->api = (web_api_t){.secret = ep->secret, .secret_len = strlen(ep->secret),
-                          .api_key = ep->api_key, .version = cfg->version, .dev = cfg->dev,
-                          .started_ms = rt_now_ms()};
+                          .jwt_key = ep->jwt_key, .api_key = ep->api_key,
+                          .version = cfg->version, .dev = cfg->dev, .started_ms = rt_now_ms()};
     web_channel_router_add(&ep->router, &web_user_channel);
     pthread_mutex_init(&ep->mu, NULL);
     pthread_condattr_t ca;
@@ -79,6 +82,7 @@ void web_endpoint_free(web_endpoint_t *ep)
         return;
     pthread_mutex_destroy(&ep->mu);
     pthread_cond_destroy(&ep->cv);
+    jwt_key_free(ep->jwt_key);
     free(ep->secret);
     free(ep->api_key);
     free(ep);

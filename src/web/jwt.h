@@ -17,9 +17,20 @@
  *
  * This module does not interpret sub and room; the endpoint does.
  *
+ * A server checks every connection's token against one secret, so the
+ * secret can be prepared once (jwt_key_new): HMAC's key schedule, the
+ * SHA-256 states after absorbing the padded key XOR ipad and XOR opad
+ * (RFC 2104), is then computed once per secret instead of once per
+ * token, and no digest is looked up per token either. jwt_sign and
+ * jwt_verify with a plain secret do all of that each time.
+ *
  * Ownership: jwt_sign borrows claims and returns a new string the caller
  * free()s; jwt_verify returns a new reference the caller json_decref()s.
- * Threads: no state; every function is reentrant.
+ * A jwt_key_t is owned by whoever made it (jwt_key_free); the functions
+ * that take one borrow it.
+ * Threads: every function is reentrant. A jwt_key_t is never changed
+ * after jwt_key_new returns, so any number of threads may sign and
+ * verify with one key at the same time; free it only when none does.
  */
 #ifndef ROOST_WEB_JWT_H
 #define ROOST_WEB_JWT_H
@@ -61,6 +72,24 @@ int jwt_sign(const void *secret, size_t secret_len, const json_t *claims, char *
  * reports it as a syntax error): the token is refused either way. */
 int jwt_verify(const void *secret, size_t secret_len, const char *token,
                size_t token_len, int64_t now, json_t **claims);
+
+/* A secret prepared for many tokens (see above). */
+typedef struct jwt_key jwt_key_t;
+
+/* Prepares secret (borrowed; the key keeps only the two HMAC states
+ * derived from it, not the secret). Returns JWT_OK and *key,
+ * JWT_E_ARG (NULL or empty secret) or JWT_E_NOMEM; on error *key is
+ * untouched. */
+int jwt_key_new(const void *secret, size_t secret_len, jwt_key_t **key);
+/* Frees key (NULL is fine). No thread may be using it. */
+void jwt_key_free(jwt_key_t *key);
+
+/* jwt_sign and jwt_verify with a prepared secret: the same results,
+ * tokens and errors as with the secret key was made from. key is
+ * borrowed; any thread. */
+int jwt_sign_key(const jwt_key_t *key, const json_t *claims, char **token);
+int jwt_verify_key(const jwt_key_t *key, const char *token, size_t token_len, int64_t now,
+                   json_t **claims);
 
 /* Short description of an error. Static storage. */
 const char *jwt_strerror(int err);

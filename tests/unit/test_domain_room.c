@@ -249,6 +249,109 @@ Test(domain_room, announcements_are_coalesced_per_tick)
         rt_inbox_close(ib[i]);
 }
 
+/* The first room_status of room id with a payload pred accepts, after
+ * the first `skip` ones; waits (polling the recorded publishes) up to
+ * WAIT_MS. Returns its index or -1. */
+static long wait_status_pub(const char *id, size_t skip, bool (*pred)(json_t *s, const void *arg),
+                            const void *arg)
+{
+    for (int waited = 0; waited <= WAIT_MS; waited += 5) {
+        pub_t *p;
+        size_t n = pubs_of(id, "room_status", &p);
+        long found = -1;
+        for (size_t i = skip; i < n && found < 0; i++) {
+            json_t *s = json_loads(p[i].payload, 0, NULL);
+            if (s && pred(s, arg))
+                found = (long)i;
+            json_decref(s);
+        }
+        pubs_free(p, n);
+        if (found >= 0)
+            return found;
+        sleep_ms(5);
+    }
+    return -1;
+}
+
+static bool viewers_are(json_t *s, const void *arg)
+{
+    return jint(s, "viewers") == *(const int64_t *)arg;
+}
+
+static bool version_is(json_t *s, const void *arg)
+{
+    return jint(s, "version") == *(const int64_t *)arg;
+}
+
+/* A change of the viewer count alone is announced on the viewers tick,
+ * not the room's tick; a versioned change is not held back by it, and
+ * carries the count. The viewers tick here is ten minutes: with it, no
+ * room_status may carry a new count before the status change, however
+ * long the test takes. */
+Test(domain_room, viewer_count_alone_waits_for_the_viewers_tick)
+{
+    setup_with((room_config_t){.auto_create = true, .tick_ms = 10, .viewers_tick_ms = 600000});
+    json_decref(create_room("vt", 0, -1));
+    rt_inbox_t *a = rt_inbox_open(0), *v[5];
+    json_t *js = NULL;
+    cr_assert_eq(join_as("vt", "alice", ROOM_PARTICIPANT, a, &js), ROOM_OK);
+    int64_t want = jint(js, "version");
+    json_decref(js);
+    /* Alice's join is announced first: no tick of hers is pending. */
+    long at = wait_status_pub("vt", 0, version_is, &want);
+    cr_assert_geq(at, 0, "the join was announced");
+    for (int i = 0; i < 5; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "watcher%d", i);
+        v[i] = rt_inbox_open(0);
+        cr_assert_eq(join_as("vt", name, ROOM_VIEWER, v[i], NULL), ROOM_OK);
+    }
+    json_t *g = get_room("vt");
+    cr_assert_eq(jint(g, "viewers"), 5, "GET shows the count at once");
+    json_decref(g);
+    /* Not synchronisation: nothing may be announced in this pause. It is
+     * what lets the room's own 10 ms tick announce the count, should the
+     * count be announced on it (the bug this test is for). */
+    sleep_ms(100);
+    uint64_t ver = 0;
+    cr_assert_eq(status("vt", "alice", a, "{\"muted\":true}", &ver), ROOM_OK);
+    want = (int64_t)ver;
+    long sp = wait_status_pub("vt", (size_t)at + 1, version_is, &want);
+    cr_assert_geq(sp, 0, "the status change was announced");
+    cr_assert_eq(sp, at + 1, "room_status between the join and the status change");
+    pub_t *p;
+    size_t n = pubs_of("vt", "room_status", &p);
+    json_t *s = json_loads(p[sp].payload, 0, NULL);
+    cr_assert_eq(jint(s, "viewers"), 5, "the versioned change carries the count");
+    json_decref(s);
+    pubs_free(p, n);
+    rt_inbox_close(a);
+    for (int i = 0; i < 5; i++)
+        rt_inbox_close(v[i]);
+}
+
+/* ... and with nothing else changing, viewers still see the count. */
+Test(domain_room, viewer_count_is_announced_on_its_own)
+{
+    setup_with((room_config_t){.auto_create = true, .tick_ms = 10, .viewers_tick_ms = 50});
+    json_decref(create_room("vc", 0, -1));
+    rt_inbox_t *v[3];
+    for (int i = 0; i < 3; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "watcher%d", i);
+        v[i] = rt_inbox_open(0);
+        cr_assert_eq(join_as("vc", name, ROOM_VIEWER, v[i], NULL), ROOM_OK);
+    }
+    int64_t three = 3, two = 2;
+    long at = wait_status_pub("vc", 0, viewers_are, &three);
+    cr_assert_geq(at, 0, "viewers: 3 was announced");
+    rt_cast(server_of("vc"), ROOM_MSG_LEAVE, rt_inbox_pid(v[2]), 7);
+    cr_assert_geq(wait_status_pub("vc", (size_t)at + 1, viewers_are, &two), 0,
+                  "viewers: 2 was announced");
+    for (int i = 0; i < 3; i++)
+        rt_inbox_close(v[i]);
+}
+
 Test(domain_room, join_and_leave_in_one_tick_cancel_in_presence)
 {
     setup_with((room_config_t){.auto_create = true, .tick_ms = 300});

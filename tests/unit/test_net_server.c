@@ -6,7 +6,8 @@
  * The app: HTTP requests are answered with a body saying what came
  * ("GET /a len=0"); /later is answered from on_info after an
  * rt_send_after to itself; WebSocket messages are echoed, except a few
- * commands ("flood", "frame", "close:<code>", "stop", "peer"). Its
+ * commands ("flood", "frame", "close:<code>", "stop", "peer", "burst...",
+ * "turns:<n>", "overflow"). Its
  * callbacks run on I/O threads, where Criterion's assertions must not be
  * used, so they record failures with CHECK() and report events (open,
  * closed with code) to the test's inbox. Every wait is a receive or a
@@ -59,6 +60,8 @@ enum {
     EV_OPEN,              /* to the test: a = the connection's pid */
     EV_CLOSED,            /* to the test: a = close code */
     EV_FLOOD_RC,          /* to the test: a = the net_ws_send result that stopped the flood */
+    EV_BURST,             /* to the test: a = bytes queued right after a burst */
+    T_TURN,               /* to a connection: send numbered frame a, then the next */
 };
 
 typedef struct wsst {
@@ -72,6 +75,38 @@ static atomic_int g_opened;        /* accepted WebSockets */
 static atomic_int g_frame_queued;  /* "frame" sends that had to queue */
 static atomic_int g_frames_handled; /* "frames" requests handled */
 static char g_big[16384];          /* flood payload */
+
+/* Numbered frames for the batching tests: frame i is text of
+ * burst_size(i, max) bytes, "%07d:" then one letter repeated, so a
+ * client can tell a lost, repeated, reordered or torn frame. Every
+ * tenth is the shared g_frame instead, when the test made one. */
+static size_t burst_size(int i, int max)
+{
+    return 8 + (size_t)((unsigned)i * 7919u % (unsigned)max);
+}
+
+static char *burst_payload(int i, size_t len)
+{
+    char *p = malloc(len + 1);
+    if (!p)
+        return NULL;
+    snprintf(p, 9, "%07d:", i);
+    memset(p + 8, 'a' + i % 26, len - 8);
+    p[len] = '\0';
+    return p;
+}
+
+static int burst_one(net_conn_t *c, int i, int max)
+{
+    if (g_frame && i % 10 == 9)
+        return net_ws_send_frame(c, g_frame);
+    size_t len = burst_size(i, max);
+    char *p = burst_payload(i, len);
+    CHECK(p != NULL);
+    int rc = p ? net_ws_send(c, true, p, len) : RT_ENOMEM;
+    free(p);
+    return rc;
+}
 
 static void flood_step(net_conn_t *c)
 {
@@ -154,6 +189,38 @@ static void app_ws_message(net_conn_t *c, void *state, bool text, const char *da
         atomic_fetch_add(&g_frames_handled, 1);
         return;
     }
+    /* burst:<n>:<max>, burstclose:..., burststop:...: n numbered frames
+     * in this one callback, then a close 4002 or the process stopping. */
+    int n = 0, max = 0;
+    char cmd[16];
+    if (text && len < 64 && sscanf(data, "%15[a-z]:%d:%d", cmd, &n, &max) == 3 &&
+        strncmp(cmd, "burst", 5) == 0) {
+        for (int i = 0; i < n; i++)
+            CHECK(burst_one(c, i, max) == RT_OK);
+        rt_send(me, EV_BURST, net_conn_outbound(c), 0);
+        if (strcmp(cmd, "burstclose") == 0)
+            net_ws_close(c, 4002, "done");
+        else if (strcmp(cmd, "burststop") == 0)
+            rt_stop(rt_reason_new("stopped after a burst"));
+        return;
+    }
+    if (text && len > 6 && memcmp(data, "turns:", 6) == 0) {
+        /* One frame per process turn: several turns may share an
+         * iteration, and so one writev. */
+        CHECK(burst_one(c, 0, 100) == RT_OK);
+        if (atoi(data + 6) > 1)
+            rt_send(rt_self(), T_TURN, 1, (uint64_t)atoi(data + 6));
+        return;
+    }
+    if (text && len == 8 && memcmp(data, "overflow", 8) == 0) {
+        /* Past max_outbound within one callback: nothing of it has been
+         * flushed at the end of an iteration yet. */
+        int rc = RT_OK;
+        for (int i = 0; i < 100000 && rc == RT_OK; i++)
+            rc = net_ws_send_frame(c, g_frame);
+        rt_send(me, EV_FLOOD_RC, (uint64_t)(int64_t)rc, 0);
+        return;
+    }
     if (text && len > 6 && memcmp(data, "close:", 6) == 0) {
         net_ws_close(c, atoi(data + 6), "bye");
         net_ws_close(c, 1000, "again"); /* idempotent */
@@ -192,6 +259,12 @@ static void app_info(net_conn_t *c, void *state, rt_msg_t *m)
         flood_step(c);
         return;
     }
+    if (m->tag == T_TURN && state) {
+        CHECK(burst_one(c, (int)m->a, 100) == RT_OK);
+        if (m->a + 1 < m->b)
+            rt_send(rt_self(), T_TURN, m->a + 1, m->b);
+        return;
+    }
 }
 
 static const net_app_t test_app = {
@@ -212,6 +285,11 @@ static net_config_t base_cfg(void)
     cfg.port = 0;
     cfg.io_threads = 2;
     cfg.app = &test_app;
+    /* Every close the tests wait for must come from the server's
+     * shutdown once its last bytes are out (or the client's close), not
+     * from the linger deadline: a minute is longer than any wait here,
+     * so a close that only the deadline would make fails the test. */
+    cfg.linger_ms = 60000;
     return cfg;
 }
 
@@ -630,6 +708,102 @@ static void ws_expect_close(cli_t *c, int code)
     uint8_t p[2] = {(uint8_t)(code >> 8), (uint8_t)code};
     ws_send(c, true, WS_OP_CLOSE, p, 2, true); /* may hit a closed socket: fine */
     cr_assert(wait_eof(c, WAIT_MS), "the server did not close");
+}
+
+/* Reads the numbered frames of a burst (see burst_one) in place, without
+ * a copy per frame: frame i must be frame i as sent, whole and once.
+ * Stops after n frames, or, with until_close, at the close frame that
+ * must follow them (*close_code gets its code). Returns the frames seen;
+ * fewer than n means EOF or 20 s without a byte. */
+static int read_burst(cli_t *c, int n, int max, bool until_close, int *close_code)
+{
+    /* Checked with plain ifs, asserting only on a mismatch: thousands of
+     * passing assertions would each be an event to Criterion's runner. */
+    int got = 0;
+    size_t at = 0;
+    if (close_code)
+        *close_code = 0;
+    uint64_t until = rt_now_ms() + 20000;
+    for (;;) {
+        for (;;) {
+            size_t avail = c->len - at;
+            const uint8_t *b = (const uint8_t *)c->buf + at;
+            if (avail < 2)
+                break;
+            size_t h = 2, len = b[1] & 0x7f;
+            if (len == 126) {
+                if (avail < 4)
+                    break;
+                h = 4;
+                len = ((size_t)b[2] << 8) | b[3];
+            } else if (len == 127) {
+                if (avail < 10)
+                    break;
+                h = 10;
+                len = 0;
+                for (int i = 0; i < 8; i++)
+                    len = (len << 8) | b[2 + i];
+            }
+            if (avail < h + len)
+                break;
+            if (!(b[0] & 0x80))
+                cr_assert_fail("frame %d is not final", got);
+            int op = b[0] & 0x0f;
+            const char *p = (const char *)b + h;
+            at += h + len;
+            if (op == WS_OP_CLOSE) {
+                if (!until_close || len < 2)
+                    cr_assert_fail("a close frame after %d frames", got);
+                if (close_code)
+                    *close_code = ((uint8_t)p[0] << 8) | (uint8_t)p[1];
+                consume(c, at);
+                return got;
+            }
+            if (got >= n)
+                cr_assert_fail("more frames than were sent");
+            if (g_frame && got % 10 == 9) {
+                if (op != WS_OP_BINARY || h + len != g_frame->len ||
+                    memcmp(b, g_frame->data, g_frame->len) != 0)
+                    cr_assert_fail("frame %d: not the shared frame (opcode %d, %zu bytes)", got,
+                                   op, h + len);
+            } else {
+                size_t want = burst_size(got, max);
+                if (op != WS_OP_TEXT || len != want)
+                    cr_assert_fail("frame %d: opcode %d, %zu bytes; sent text, %zu bytes", got,
+                                   op, len, want);
+                char *exp = burst_payload(got, want);
+                bool same = exp && memcmp(p, exp, want) == 0;
+                free(exp);
+                if (!same)
+                    cr_assert_fail("frame %d: not what was sent (%.8s)", got, p);
+            }
+            got++;
+            if (got == n && !until_close) {
+                consume(c, at);
+                return got;
+            }
+        }
+        consume(c, at);
+        at = 0;
+        uint64_t now = rt_now_ms();
+        if (now >= until || fill(c, (int)(until - now)) <= 0)
+            return got;
+    }
+}
+
+/* A shared binary frame of plen bytes as g_frame (teardown releases it). */
+static void make_shared_frame(size_t plen)
+{
+    char *payload = malloc(plen);
+    cr_assert_not_null(payload);
+    for (size_t i = 0; i < plen; i++)
+        payload[i] = (char)('A' + i % 26);
+    size_t flen = ws_frame_header_len(plen) + plen;
+    rt_buf_t *b = rt_buf_new(NULL, flen);
+    cr_assert_not_null(b);
+    cr_assert_eq(ws_frame_write(b->data, flen, WS_OP_BINARY, payload, plen), (ptrdiff_t)flen);
+    free(payload);
+    g_frame = b;
 }
 
 /* ---- HTTP --------------------------------------------------------------------- */
@@ -1211,6 +1385,137 @@ Test(net_server, ws_shared_frame_to_100, .init = start_big_outbound, .fini = tea
     free(cs);
     free(payload);
     cr_assert_eq(atomic_load(&g_frame_dtor), 1);
+    ASSERT_NO_BAD_CHECKS();
+}
+
+/* ---- output batching: one writev per connection per loop iteration ---------- *
+ * Every test in this file has the same .timeout: Criterion 2.4.1's runner
+ * leaks a timeout record when a test with a shorter one starts while a
+ * test with a longer one runs (-j2), which LeakSanitizer then reports. */
+
+/* Many frames queued in one callback, more than the kernel takes (a 4 KB
+ * receive window and at most 4 MB of send buffer against ~6 MB): they
+ * are split over many writevs, short writes leave frames half written,
+ * the rest waits for the socket to drain; every frame arrives whole,
+ * once, in order, copies and shared frames interleaved. */
+Test(net_server, ws_burst_in_one_callback_arrives_in_order, .init = start_big_outbound,
+     .fini = teardown, .timeout = 30)
+{
+    make_shared_frame(3000);
+    cli_t c = ws_open_buf("/ws", 4096, NULL);
+    ws_send_text(&c, "burst:1500:8000");
+    /* Nothing is read before the whole burst is queued. */
+    cr_assert_gt(expect_event(EV_BURST), 0, "the burst was queued, not all written");
+    cr_assert_eq(read_burst(&c, 1500, 8000, false, NULL), 1500);
+    ws_send_text(&c, "after");
+    ws_expect(&c, WS_OP_TEXT, "after");
+    cli_close(&c);
+    ASSERT_NO_BAD_CHECKS();
+}
+
+/* Small frames, far more than one writev's worth (WRITE_MAX_BUFS), from
+ * one callback and then from a chain of process turns. */
+Test(net_server, ws_many_small_frames_in_order, .init = start_default, .fini = teardown,
+     .timeout = 30)
+{
+    cli_t c = ws_open();
+    ws_send_text(&c, "burst:1000:40");
+    cr_assert_eq(read_burst(&c, 1000, 40, false, NULL), 1000);
+    ws_send_text(&c, "turns:300");
+    cr_assert_eq(read_burst(&c, 300, 100, false, NULL), 300);
+    ws_send_text(&c, "after");
+    ws_expect(&c, WS_OP_TEXT, "after");
+    cli_close(&c);
+    ASSERT_NO_BAD_CHECKS();
+}
+
+/* A close started right after a burst goes out after all of it, even when
+ * most of the burst is still queued in the server. */
+Test(net_server, ws_close_frame_after_queued_burst, .init = start_big_outbound,
+     .fini = teardown, .timeout = 30)
+{
+    cli_t c = ws_open_buf("/ws", 4096, NULL);
+    ws_send_text(&c, "burstclose:1500:8000");
+    cr_assert_gt(expect_event(EV_BURST), 0);
+    int code = 0;
+    cr_assert_eq(read_burst(&c, 1500, 8000, true, &code), 1500);
+    cr_assert_eq(code, 4002, "close code %d", code);
+    uint8_t p[2] = {0x0f, 0xa2};
+    ws_send(&c, true, WS_OP_CLOSE, p, 2, true);
+    cr_assert(wait_eof(&c, WAIT_MS), "the server did not close");
+    cr_assert_eq(expect_event(EV_CLOSED), 4002);
+    cli_close(&c);
+    ASSERT_NO_BAD_CHECKS();
+}
+
+/* A process that stops right after sending: what it sent in that callback
+ * goes out before its close frame (1011). */
+Test(net_server, ws_stop_after_burst_sends_it_first, .init = start_default, .fini = teardown,
+     .timeout = 30)
+{
+    cli_t c = ws_open();
+    ws_send_text(&c, "burststop:20:100");
+    int code = 0;
+    cr_assert_eq(read_burst(&c, 20, 100, true, &code), 20);
+    cr_assert_eq(code, 1011, "close code %d", code);
+    cr_assert(wait_eof(&c, WAIT_MS));
+    cr_assert_eq(expect_event(EV_CLOSED), 1011);
+    cli_close(&c);
+    ASSERT_NO_BAD_CHECKS();
+}
+
+static void *drain_fast_thread(void *arg)
+{
+    (void)arg;
+    net_server_drain(srv, 1012, 100, 0, 10000);
+    return NULL;
+}
+
+/* Draining (1012) a connection with megabytes queued: the close frame
+ * comes after them. */
+Test(net_server, drain_close_after_queued_burst, .init = start_big_outbound, .fini = teardown,
+     .timeout = 30)
+{
+    cli_t c = ws_open_buf("/ws", 4096, NULL);
+    ws_send_text(&c, "burst:1500:8000");
+    cr_assert_gt(expect_event(EV_BURST), 0);
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, drain_fast_thread, NULL), 0);
+    int code = 0;
+    cr_assert_eq(read_burst(&c, 1500, 8000, true, &code), 1500);
+    cr_assert_eq(code, 1012, "close code %d", code);
+    uint8_t p[2] = {0x03, 0xf4};
+    ws_send(&c, true, WS_OP_CLOSE, p, 2, true);
+    cr_assert(wait_eof(&c, WAIT_MS));
+    pthread_join(t, NULL);
+    cr_assert_eq(expect_event(EV_CLOSED), 1012);
+    cli_close(&c);
+    ASSERT_NO_BAD_CHECKS();
+}
+
+/* The bound holds for output that has not been flushed yet: a client
+ * that does not read, sent more than max_outbound within one callback,
+ * is closed with 3008 in the middle of it; the other client on the same
+ * loop is served all along. */
+Test(net_server, ws_slow_consumer_3008_within_one_callback, .init = start_slow_consumer,
+     .fini = teardown, .timeout = 30)
+{
+    make_shared_frame(16000);
+    cli_t slow = ws_open_buf("/ws", 4096, NULL);
+    cli_t other = ws_open();
+    ws_send_text(&slow, "overflow");
+    cr_assert_eq((int64_t)expect_event(EV_FLOOD_RC), NET_E_OVERFLOW);
+    cr_assert_eq(expect_event(EV_CLOSED), 3008);
+    cr_assert(wait_eof(&slow, 10000), "the slow client was not disconnected");
+    for (int i = 0; i < 5; i++) {
+        ws_send_text(&other, "after");
+        ws_expect(&other, WS_OP_TEXT, "after");
+    }
+    net_stats_t st;
+    net_server_stats(srv, &st);
+    cr_assert_eq(st.closes[net_close_code_index(3008)], 1);
+    cli_close(&slow);
+    cli_close(&other);
     ASSERT_NO_BAD_CHECKS();
 }
 

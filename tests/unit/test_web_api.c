@@ -20,7 +20,9 @@
 #define SECRET "test-secret"
 #define KEY "test-key"
 
-static const web_api_t api = {
+/* Not const: the token tests run again with the secret prepared
+ * (api.jwt_key), as the endpoint has it. */
+static web_api_t api = {
     .secret = SECRET, .secret_len = sizeof SECRET - 1, .api_key = KEY, .version = "t",
 };
 
@@ -270,7 +272,7 @@ static int ws(const char *target, const char *headers, web_ws_auth_t *a, const c
     return web_api_ws_auth(&api, net_http_parser_request(&parser), a, msg);
 }
 
-Test(web_api, ws_auth)
+static void ws_auth_checks(void)
 {
     web_ws_auth_t a;
     const char *msg;
@@ -325,6 +327,31 @@ Test(web_api, ws_auth)
     free(old);
     free(forged);
     free(nosub);
+}
+
+Test(web_api, ws_auth)
+{
+    ws_auth_checks();
+}
+
+/* The same answers with the secret prepared once, as the endpoint runs;
+ * /api/tokens signs with it too. */
+Test(web_api, ws_auth_prepared_key)
+{
+    jwt_key_t *k = NULL;
+    cr_assert_eq(jwt_key_new(SECRET, strlen(SECRET), &k), JWT_OK);
+    api.jwt_key = k;
+    ws_auth_checks();
+    int64_t now = (int64_t)time(NULL);
+    cr_assert_eq(call("POST", "/api/tokens", AUTH, "{\"sub\":\"alice\",\"ttl\":60}"), 200);
+    const char *t = json_string_value(json_object_get(body, "token"));
+    cr_assert_not_null(t);
+    json_t *claims = NULL;
+    cr_assert_eq(jwt_verify(SECRET, strlen(SECRET), t, strlen(t), now, &claims), JWT_OK);
+    cr_assert_str_eq(json_string_value(json_object_get(claims, "sub")), "alice");
+    json_decref(claims);
+    api.jwt_key = NULL;
+    jwt_key_free(k);
 }
 
 Test(web_api, secret_equal)
