@@ -14,7 +14,7 @@ CC       ?= cc
 NPROC    := $(shell nproc 2>/dev/null || echo 2)
 BUILD    ?= build
 SAN      ?=
-PKGS     := libuv jansson sqlite3 libcrypto
+PKGS     := libuv jansson sqlite3 libssl libcrypto
 # http-parser and wslay ship no .pc file on Debian: link them directly.
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lhttp_parser -lwslay

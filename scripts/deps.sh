@@ -11,7 +11,7 @@ set -euo pipefail
 PKGS=(
   build-essential pkg-config
   libuv1-dev libwslay-dev libhttp-parser-dev libjansson-dev
-  libsqlite3-dev libssl-dev libcriterion-dev
+  libsqlite3-dev libssl-dev openssl libcriterion-dev
   clang libclang-rt-dev
   chromium
   janus

@@ -27,7 +27,11 @@
  *   --auto-create on|off ROOST_AUTO_CREATE      on: joining an unknown room creates it
  *   --media none|janus   ROOST_MEDIA            none: peer to peer; janus: through a
  *                                            Janus VideoRoom (docs/media.md)
- *   --janus-url URL      ROOST_JANUS_URL        ws://127.0.0.1:8188 (janus mode)
+ *   --janus-url URL      ROOST_JANUS_URL        ws://127.0.0.1:8188 (janus mode);
+ *                                            wss://... for TLS
+ *   --janus-ca FILE      ROOST_JANUS_CA         wss://: the CA certificates (PEM) Janus's
+ *                                            certificate must chain to (default: the
+ *                                            system's)
  * With no secret or no API key, serve makes random development values
  * and prints them with a warning: tokens then die with the process.
  *
@@ -41,6 +45,7 @@
  * write queued by a room is committed before the process exits.
  */
 #include <errno.h>
+#include <unistd.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
@@ -70,11 +75,14 @@ static void usage(FILE *f)
             "                   [--api-key K] [--max-frame BYTES] [--io-threads N]\n"
             "                   [--schedulers N] [--reconnect-grace SECONDS]\n"
             "                   [--empty-timeout SECONDS] [--auto-create on|off]\n"
+            "                   [--media none|janus] [--janus-url ws[s]://HOST[:PORT][/PATH]]\n"
+            "                   [--janus-ca PEMFILE]\n"
             "       roost token --sub USER [--room ROOM] [--ttl SECONDS] [--secret S]\n"
             "       roost version\n"
             "Environment: ROOST_PORT, ROOST_HOST, ROOST_DATA, ROOST_SECRET, ROOST_API_KEY,\n"
             "ROOST_MAX_FRAME, ROOST_IO_THREADS, ROOST_SCHEDULERS, ROOST_RECONNECT_GRACE,\n"
-            "ROOST_EMPTY_TIMEOUT, ROOST_AUTO_CREATE.\n");
+            "ROOST_EMPTY_TIMEOUT, ROOST_AUTO_CREATE, ROOST_MEDIA, ROOST_JANUS_URL,\n"
+            "ROOST_JANUS_CA.\n");
 }
 
 /* ---- options ------------------------------------------------------------------ */
@@ -194,6 +202,7 @@ static int serve(int argc, char **argv)
         {"--auto-create", "ROOST_AUTO_CREATE", NULL},
         {"--media", "ROOST_MEDIA", NULL},
         {"--janus-url", "ROOST_JANUS_URL", NULL},
+        {"--janus-ca", "ROOST_JANUS_CA", NULL},
     };
     size_t nopts = sizeof opts / sizeof opts[0];
     int prc = parse_opts("serve", argc, argv, opts, nopts);
@@ -227,8 +236,13 @@ static int serve(int argc, char **argv)
     const char *janus_url = opt_get(opts, nopts, "--janus-url");
     if (!janus_url)
         janus_url = "ws://127.0.0.1:8188";
-    if (strncmp(janus_url, "ws://", 5) != 0) {
-        fprintf(stderr, "roost serve: --janus-url must be ws://host:port[/path]\n");
+    if (strncmp(janus_url, "ws://", 5) != 0 && strncmp(janus_url, "wss://", 6) != 0) {
+        fprintf(stderr, "roost serve: --janus-url must be ws://host[:port][/path] or wss://...\n");
+        return 2;
+    }
+    const char *janus_ca = opt_get(opts, nopts, "--janus-ca");
+    if (janus_ca && access(janus_ca, R_OK) != 0) {
+        fprintf(stderr, "roost serve: --janus-ca %s: %s\n", janus_ca, strerror(errno));
         return 2;
     }
     const char *data = opt_get(opts, nopts, "--data");
@@ -319,7 +333,7 @@ static int serve(int argc, char **argv)
         return 1;
     }
 
-    janus_config_t jcfg = {.url = janus_url, .notify = RT_NOPID};
+    janus_config_t jcfg = {.url = janus_url, .ca_file = janus_ca, .notify = RT_NOPID};
     rt_child_spec_t children[] = {
         {.id = "store", .behaviour = &store_server, .arg = store, .restart = RT_PERMANENT,
          .shutdown_ms = 5000, .name = "store"},

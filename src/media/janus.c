@@ -17,246 +17,7 @@
 #include <sys/types.h>
 #include <unistd.h>
 
-#include "net/ws.h"
-
-/* ---- The connection: one reader thread per attempt ------------------------ */
-
-typedef struct conn {
-    rt_pid_t owner;
-    uint64_t gen;
-    char host[256], port[16], path[512];
-    int fd;                      /* -1 until connected */
-    pthread_mutex_t wmu;         /* serialises writes (process and pongs) */
-    pthread_t thread;
-    _Atomic bool stop;
-} conn_t;
-
-static void io_send(conn_t *c, uint32_t tag, char *text)
-{
-    rt_msg_t *m = rt_msg_new(tag);
-    if (!m) {
-        free(text);
-        return;
-    }
-    m->a = c->gen;
-    if (text)
-        rt_msg_set_data(m, text, RT_OWN_FREE);
-    rt_send_msg(c->owner, m);
-}
-
-/* Writes a masked client frame. Non-blocking: false if the socket would
- * block or failed (the caller then treats the connection as lost). */
-static bool conn_write(conn_t *c, ws_opcode_t op, const void *payload, size_t len)
-{
-    uint8_t hdr[14];
-    size_t h = 0;
-    hdr[h++] = (uint8_t)(0x80u | (unsigned)op);
-    if (len < 126) {
-        hdr[h++] = (uint8_t)(0x80u | len);
-    } else if (len <= 0xffff) {
-        hdr[h++] = 0x80u | 126;
-        hdr[h++] = (uint8_t)(len >> 8);
-        hdr[h++] = (uint8_t)len;
-    } else {
-        hdr[h++] = 0x80u | 127;
-        for (int i = 7; i >= 0; i--)
-            hdr[h++] = (uint8_t)((uint64_t)len >> (8 * i));
-    }
-    uint32_t r = (uint32_t)random() ^ (uint32_t)rt_now_ns();
-    uint8_t mask[4] = {(uint8_t)r, (uint8_t)(r >> 8), (uint8_t)(r >> 16), (uint8_t)(r >> 24)};
-    memcpy(hdr + h, mask, 4);
-    h += 4;
-    uint8_t *buf = malloc(h + len);
-    if (!buf)
-        return false;
-    memcpy(buf, hdr, h);
-    const uint8_t *p = payload;
-    for (size_t i = 0; i < len; i++)
-        buf[h + i] = p[i] ^ mask[i & 3];
-    size_t total = h + len, off = 0;
-    bool ok = true;
-    pthread_mutex_lock(&c->wmu);
-    while (off < total) {
-        ssize_t n = c->fd < 0 ? -1 : send(c->fd, buf + off, total - off, MSG_DONTWAIT | MSG_NOSIGNAL);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0) {
-            ok = false;
-            break;
-        }
-        off += (size_t)n;
-    }
-    pthread_mutex_unlock(&c->wmu);
-    free(buf);
-    return ok;
-}
-
-static int dial(conn_t *c)
-{
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res = NULL;
-    if (getaddrinfo(c->host, c->port, &hints, &res) != 0)
-        return -1;
-    int fd = -1;
-    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
-        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
-        if (fd < 0)
-            continue;
-        if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0)
-            break;
-        close(fd);
-        fd = -1;
-    }
-    freeaddrinfo(res);
-    return fd;
-}
-
-/* Client handshake; leftover bytes after the response go to *rest. */
-static bool handshake(conn_t *c, int fd, uint8_t *buf, size_t cap, size_t *rest_off, size_t *rest_len)
-{
-    uint8_t raw[16];
-    for (int i = 0; i < 16; i++)
-        raw[i] = (uint8_t)(random() ^ (long)rt_now_ns());
-    static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    char key[25];
-    size_t k = 0;
-    for (int i = 0; i < 16; i += 3) {
-        uint32_t v = (uint32_t)raw[i] << 16 | (i + 1 < 16 ? (uint32_t)raw[i + 1] << 8 : 0) |
-                     (i + 2 < 16 ? raw[i + 2] : 0);
-        key[k++] = b64[(v >> 18) & 63];
-        key[k++] = b64[(v >> 12) & 63];
-        key[k++] = i + 1 < 16 ? b64[(v >> 6) & 63] : '=';
-        key[k++] = i + 2 < 16 ? b64[v & 63] : '=';
-    }
-    key[k] = 0;
-    char req[1024];
-    int n = snprintf(req, sizeof req,
-                     "GET %s HTTP/1.1\r\nHost: %s:%s\r\nUpgrade: websocket\r\n"
-                     "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
-                     "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: janus-protocol\r\n\r\n",
-                     c->path, c->host, c->port, key);
-    if (n <= 0 || (size_t)n >= sizeof req || send(fd, req, (size_t)n, MSG_NOSIGNAL) != n)
-        return false;
-    size_t have = 0;
-    for (;;) {
-        if (have + 1 >= cap)
-            return false;
-        ssize_t r = recv(fd, buf + have, cap - 1 - have, 0);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            return false;
-        have += (size_t)r;
-        buf[have] = 0;
-        char *end = strstr((char *)buf, "\r\n\r\n");
-        if (!end)
-            continue;
-        size_t hlen = (size_t)(end - (char *)buf) + 4;
-        *end = 0;
-        char accept[WS_ACCEPT_LEN + 1];
-        if (ws_accept_key(key, strlen(key), accept) != 0)
-            return false;
-        if (strncmp((char *)buf, "HTTP/1.1 101", 12) != 0 || !strstr((char *)buf, accept) ||
-            !strcasestr((char *)buf, "janus-protocol"))
-            return false;
-        *rest_off = hlen;
-        *rest_len = have - hlen;
-        return true;
-    }
-}
-
-/* Parses server (unmasked) frames in buf[0..*len); delivers messages and
- * answers pings; keeps an incomplete frame at the front. false = close. */
-static bool parse_frames(conn_t *c, uint8_t *buf, size_t *len, uint8_t **msg, size_t *msg_len)
-{
-    size_t off = 0;
-    for (;;) {
-        size_t avail = *len - off;
-        uint8_t *p = buf + off;
-        if (avail < 2)
-            break;
-        bool fin = p[0] & 0x80;
-        unsigned op = p[0] & 0x0f;
-        if (p[1] & 0x80)
-            return false; /* servers never mask */
-        uint64_t plen = p[1] & 0x7f;
-        size_t h = 2;
-        if (plen == 126) {
-            if (avail < 4)
-                break;
-            plen = (uint64_t)p[2] << 8 | p[3];
-            h = 4;
-        } else if (plen == 127) {
-            if (avail < 10)
-                break;
-            plen = 0;
-            for (int i = 0; i < 8; i++)
-                plen = plen << 8 | p[2 + i];
-            h = 10;
-        }
-        if (plen > 64u * 1024 * 1024)
-            return false;
-        if (avail < h + plen)
-            break;
-        const uint8_t *pl = p + h;
-        if (op == WS_OP_TEXT || op == WS_OP_BINARY || op == WS_OP_CONT) {
-            uint8_t *nm = realloc(*msg, *msg_len + plen + 1);
-            if (!nm)
-                return false;
-            *msg = nm;
-            memcpy(nm + *msg_len, pl, plen);
-            *msg_len += plen;
-            if (fin) {
-                nm[*msg_len] = 0;
-                io_send(c, JANUS_IO_MSG, (char *)nm);
-                *msg = NULL;
-                *msg_len = 0;
-            }
-        } else if (op == WS_OP_PING) {
-            conn_write(c, WS_OP_PONG, pl, plen);
-        } else if (op == WS_OP_CLOSE) {
-            return false;
-        }
-        off += h + plen;
-    }
-    memmove(buf, buf + off, *len - off);
-    *len -= off;
-    return true;
-}
-
-static void *conn_main(void *arg)
-{
-    conn_t *c = arg;
-    enum { CAP = 256 * 1024 };
-    uint8_t *buf = malloc(CAP);
-    uint8_t *msg = NULL;
-    size_t msg_len = 0;
-    int fd = buf ? dial(c) : -1;
-    size_t off = 0, len = 0;
-    if (fd >= 0 && handshake(c, fd, buf, CAP, &off, &len)) {
-        memmove(buf, buf + off, len);
-        pthread_mutex_lock(&c->wmu);
-        c->fd = fd;
-        pthread_mutex_unlock(&c->wmu);
-        io_send(c, JANUS_IO_UP, NULL);
-        while (!c->stop && parse_frames(c, buf, &len, &msg, &msg_len)) {
-            if (len >= CAP)
-                break;
-            ssize_t r = recv(fd, buf + len, CAP - len, 0);
-            if (r < 0 && errno == EINTR)
-                continue;
-            if (r <= 0)
-                break;
-            len += (size_t)r;
-        }
-    } else if (fd >= 0) {
-        close(fd);
-        fd = -1;
-    }
-    free(msg);
-    free(buf);
-    io_send(c, JANUS_IO_DOWN, NULL); /* the process joins us and closes fd */
-    return NULL;
-}
+#include "media/janus_conn.h"
 
 /* ---- The process ------------------------------------------------------------ */
 
@@ -318,7 +79,8 @@ typedef struct janus {
     janus_config_t cfg;
     char *url;
     char host[256], port[16], path[512];
-    conn_t *conn;                /* current attempt, or NULL */
+    SSL_CTX *tls;                /* wss://: verifies Janus's certificate */
+    janus_conn_t *conn;          /* current attempt, or NULL */
     uint64_t gen;
     bool connected;              /* socket up */
     uint64_t session;            /* 0 until "create" succeeded */
@@ -462,17 +224,32 @@ static rt_msg_t *answer_msg(uint64_t rid, const char *text, const char *error)
     return m;
 }
 
-static bool parse_url(janus_t *j, const char *url)
+static bool parse_url(janus_t *j, const char *url, bool *tls)
 {
-    if (strncmp(url, "ws://", 5) != 0)
+    *tls = strncmp(url, "wss://", 6) == 0;
+    if (!*tls && strncmp(url, "ws://", 5) != 0)
         return false;
-    const char *h = url + 5, *slash = strchr(h, '/');
+    const char *h = url + (*tls ? 6 : 5), *slash = strchr(h, '/');
     const char *hend = slash ? slash : h + strlen(h);
-    const char *colon = memchr(h, ':', (size_t)(hend - h));
-    size_t hl = (size_t)((colon ? colon : hend) - h);
+    const char *hs = h, *he;
+    const char *colon;
+    if (*h == '[') { /* [v6 literal]:port */
+        const char *rb = memchr(h, ']', (size_t)(hend - h));
+        if (!rb)
+            return false;
+        hs = h + 1;
+        he = rb;
+        colon = rb + 1 < hend && rb[1] == ':' ? rb + 1 : NULL;
+        if (rb + 1 < hend && !colon)
+            return false;
+    } else {
+        colon = memchr(h, ':', (size_t)(hend - h));
+        he = colon ? colon : hend;
+    }
+    size_t hl = (size_t)(he - hs);
     if (hl == 0 || hl >= sizeof j->host)
         return false;
-    memcpy(j->host, h, hl);
+    memcpy(j->host, hs, hl);
     j->host[hl] = 0;
     if (colon) {
         size_t pl = (size_t)(hend - colon - 1);
@@ -481,7 +258,7 @@ static bool parse_url(janus_t *j, const char *url)
         memcpy(j->port, colon + 1, pl);
         j->port[pl] = 0;
     } else {
-        strcpy(j->port, "80");
+        strcpy(j->port, *tls ? "443" : "80");
     }
     snprintf(j->path, sizeof j->path, "%s", slash ? slash : "/");
     return true;
@@ -490,40 +267,17 @@ static bool parse_url(janus_t *j, const char *url)
 static void conn_start(janus_t *j)
 {
     j->rc_timer = 0;
-    conn_t *c = calloc(1, sizeof *c);
-    if (!c)
-        rt_fail(rt_reason_new("enomem"));
-    c->owner = rt_self();
-    c->gen = ++j->gen;
-    c->fd = -1;
-    memcpy(c->host, j->host, sizeof c->host);
-    memcpy(c->port, j->port, sizeof c->port);
-    memcpy(c->path, j->path, sizeof c->path);
-    pthread_mutex_init(&c->wmu, NULL);
-    if (pthread_create(&c->thread, NULL, conn_main, c) != 0) {
-        pthread_mutex_destroy(&c->wmu);
-        free(c);
-        rt_fail(rt_reason_new("janus: cannot start reader thread"));
-    }
-    j->conn = c;
+    janus_conn_cfg_t cc = {.host = j->host, .port = j->port, .path = j->path, .tls = j->tls,
+                           .owner = rt_self(), .gen = ++j->gen};
+    j->conn = janus_conn_start(&cc);
+    if (!j->conn)
+        rt_fail(rt_reason_new("janus: cannot start a connection (memory, eventfd or thread)"));
 }
 
 /* Stops and frees the current connection (joins its thread). */
 static void conn_end(janus_t *j)
 {
-    conn_t *c = j->conn;
-    if (!c)
-        return;
-    c->stop = true;
-    pthread_mutex_lock(&c->wmu);
-    if (c->fd >= 0)
-        shutdown(c->fd, SHUT_RDWR);
-    pthread_mutex_unlock(&c->wmu);
-    pthread_join(c->thread, NULL);
-    if (c->fd >= 0)
-        close(c->fd);
-    pthread_mutex_destroy(&c->wmu);
-    free(c);
+    janus_conn_free(j->conn);
     j->conn = NULL;
 }
 
@@ -611,15 +365,12 @@ static txn_t *send_request(janus_t *j, json_t *obj)
     if (j->session)
         json_object_set_new(obj, "session_id", json_integer((json_int_t)j->session));
     char *text = json_dumps(obj, JSON_COMPACT);
-    bool ok = text && conn_write(j->conn, WS_OP_TEXT, text, strlen(text));
+    /* A false send has closed the connection (Janus stopped reading):
+     * JANUS_IO_DOWN follows. */
+    bool ok = text && janus_conn_send(j->conn, text, strlen(text));
     free(text);
     if (!ok) {
         free(t);
-        /* Janus is not reading: drop the connection, the reader reports DOWN. */
-        pthread_mutex_lock(&j->conn->wmu);
-        if (j->conn->fd >= 0)
-            shutdown(j->conn->fd, SHUT_RDWR);
-        pthread_mutex_unlock(&j->conn->wmu);
         return NULL;
     }
     t->next = j->txns;
@@ -826,12 +577,24 @@ static rt_reason_t *janus_init(void *arg, void **state)
     j->parked_tail = &j->parked;
     j->backoff_ms = j->cfg.backoff_min_ms;
     j->url = strdup(cfg->url ? cfg->url : "");
-    if (!j->url || !parse_url(j, j->url)) {
+    bool tls = false;
+    if (!j->url || !parse_url(j, j->url, &tls)) {
         free(j->url);
         free(j);
-        return rt_reason_fmt("janus: bad url %s (want ws://host:port/)", cfg->url ? cfg->url : "(null)");
+        return rt_reason_fmt("janus: bad url %s (want ws[s]://host[:port][/path])",
+                             cfg->url ? cfg->url : "(null)");
     }
     j->cfg.url = j->url;
+    j->cfg.ca_file = NULL; /* only needed here */
+    if (tls) {
+        char err[512];
+        j->tls = janus_conn_tls_new(cfg->ca_file, err, sizeof err);
+        if (!j->tls) {
+            free(j->url);
+            free(j);
+            return rt_reason_fmt("janus: %s", err);
+        }
+    }
     *state = j;
     conn_start(j);
     return NULL;
@@ -997,7 +760,7 @@ static void janus_info(void *state, rt_msg_t *m)
         return;
     }
     case JANUS_IO_UP:
-        if (j->conn && m->a == j->conn->gen) {
+        if (j->conn && m->a == janus_conn_gen(j->conn)) {
             j->connected = true;
             json_t *o = json_pack("{s:s}", "janus", "create");
             txn_t *t = o ? send_request(j, o) : NULL;
@@ -1007,11 +770,11 @@ static void janus_info(void *state, rt_msg_t *m)
         }
         return;
     case JANUS_IO_MSG:
-        if (j->conn && m->a == j->conn->gen && m->data)
+        if (j->conn && m->a == janus_conn_gen(j->conn) && m->data)
             on_message(j, m->data);
         return;
     case JANUS_IO_DOWN:
-        if (j->conn && m->a == j->conn->gen)
+        if (j->conn && m->a == janus_conn_gen(j->conn))
             lost(j);
         return;
     case JANUS_RELEASE:
@@ -1083,6 +846,7 @@ static void janus_terminate(void *state, rt_reason_t *reason)
     for (size_t i = 0; i < j->nhandles; i++)
         free(j->handles[i].name);
     free(j->handles);
+    SSL_CTX_free(j->tls);
     free(j->url);
     free(j);
 }

@@ -7,13 +7,14 @@
  * whole picture.
  *
  * Threads. The process itself runs on the schedulers like any other and
- * never blocks. Each connection attempt gets a dedicated reader thread
- * (plain blocking socket): it connects, does the WebSocket handshake,
- * then reads frames and hands every text message to the process as a
- * message (JANUS_IO_* below, internal). The process writes request frames
- * itself with non-blocking send() under the connection's mutex; a Janus
- * that stops reading for a whole socket buffer is treated as gone (the
- * connection is shut down and re-made). No libuv, no executor.
+ * never blocks. Each connection attempt (media/janus_conn.h) has a thread
+ * that does all of its socket's I/O: connect, TLS for wss:// (the
+ * certificate is verified against cfg->ca_file or the system's CAs, and
+ * against the host name or IP in the URL), the WebSocket handshake, then
+ * reading frames — every text message goes to the process as a message
+ * (JANUS_IO_* below, internal) — and writing the request frames the
+ * process queues. A Janus that leaves 8 MiB of requests unread is treated
+ * as gone (the connection is closed and re-made). No libuv, no executor.
  *
  * Requests. A caller (a RoomServer) sends a Janus request as a call:
  * rt_call(media, janus_req_new(json), timeout, &ref), keeps the ref in its
@@ -114,7 +115,10 @@ enum {
 };
 
 typedef struct janus_config {
-    const char *url;        /* ws://host:port[/path]; copied by init */
+    const char *url;        /* ws://host[:port][/path] or wss://...; copied by init */
+    const char *ca_file;    /* wss://: PEM CA certificates that Janus's
+                               certificate must chain to (NULL = the system's);
+                               read by init */
     rt_pid_t notify;        /* also gets JANUS_UP / JANUS_DOWN; RT_NOPID = none */
     int keepalive_ms;       /* 0 = 25000 */
     int backoff_min_ms;     /* 0 = 250 */

@@ -16,11 +16,14 @@
 # in getifaddrs() and `ice_enforce_list = "lo"`; in a namespace that has
 # only `lo` this makes 127.0.0.1 its one host candidate and nothing ever
 # leaves the machine. Config: only the VideoRoom plugin and the WebSockets
-# transport (127.0.0.1:${JANUS_WS_PORT:-8188}, subprotocol janus-protocol).
+# transport (ws://127.0.0.1:${JANUS_WS_PORT:-8188} and, with a throw-away
+# certificate for 127.0.0.1 in DIR/cert.pem, wss://127.0.0.1:${JANUS_WSS_PORT:-8989};
+# subprotocol janus-protocol).
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 LIBDIR="${JANUS_LIBDIR:-/usr/lib/x86_64-linux-gnu/janus}"
 PORT="${JANUS_WS_PORT:-8188}"
+WSS_PORT="${JANUS_WSS_PORT:-8989}"
 
 cmd="${1:-}"; dir="${2:-}"
 [ -n "$cmd" ] && [ -n "$dir" ] || { echo "usage: $0 setup|start|stop|pause|resume DIR" >&2; exit 2; }
@@ -32,6 +35,10 @@ setup)
   ln -sf "$LIBDIR/plugins/libjanus_videoroom.so" "$dir/plugins/"
   ln -sf "$LIBDIR/transports/libjanus_websockets.so" "$dir/transports/"
   cc -shared -fPIC -O2 -o "$dir/noloopback.so" "$HERE/noloopback.c" -ldl
+  # A throw-away certificate for 127.0.0.1 (its own CA): Janus serves wss://
+  # with it (and uses it for DTLS); the media client verifies against it.
+  openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=127.0.0.1" \
+    -addext "subjectAltName=IP:127.0.0.1" -keyout "$dir/key.pem" -out "$dir/cert.pem" 2>/dev/null
   cat > "$dir/conf/janus.jcfg" <<CFG
 general: {
 	configs_folder = "$dir/conf"
@@ -42,6 +49,10 @@ general: {
 	debug_level = 4
 	session_timeout = 60
 	server_name = "roost-test"
+}
+certificates: {
+	cert_pem = "$dir/cert.pem"
+	cert_key = "$dir/key.pem"
 }
 media: {
 	rtp_port_range = "20000-40000"
@@ -64,7 +75,13 @@ general: {
 	ws = true
 	ws_port = $PORT
 	ws_ip = "127.0.0.1"
-	wss = false
+	wss = true
+	wss_port = $WSS_PORT
+	wss_ip = "127.0.0.1"
+}
+certificates: {
+	cert_pem = "$dir/cert.pem"
+	cert_key = "$dir/key.pem"
 }
 admin: {
 	admin_ws = false

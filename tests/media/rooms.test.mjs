@@ -13,6 +13,7 @@
 //   - A participant whose connection dropped loses its Janus handles (media
 //     state failed) and, back within the reconnect grace, is asked for a
 //     fresh offer ({"from":"media","renegotiate":true}).
+//   - roost talks to Janus over wss:// too (--janus-ca: the test's own CA).
 //   - The VideoRoom goes when the roost room ends (DELETE /api/rooms/:id):
 //     Janus's own "list" no longer shows it.
 //
@@ -57,8 +58,8 @@ after(async () => {
 
 function janusCtl(what) { execFileSync('bash', [CTL, what, DIR]); }
 
-async function member(room, user) {
-  const c = phxClient(server, { token: mintToken({ sub: user, room }) });
+async function member(room, user, srv = server) {
+  const c = phxClient(srv, { token: mintToken({ sub: user, room }) });
   clients.push(c);
   await c.connect();
   const chan = phxChannel(c, `room:${room}`);
@@ -182,5 +183,21 @@ test('a roost room that ends takes its Janus VideoRoom with it', { skip }, async
                     { timeoutMs: 5000, label: 'the VideoRoom destroyed after the room ended' });
   } finally {
     peek.close();
+  }
+});
+
+test('over wss:// (TLS, --janus-ca): a call gets its answer from Janus', { skip }, async () => {
+  const wss = process.env.ROOST_JANUS_WSS_URL, ca = process.env.ROOST_JANUS_CA;
+  assert.ok(wss && ca, 'tests/media/run.sh sets ROOST_JANUS_WSS_URL and ROOST_JANUS_CA');
+  const tls = await startServer({ args: ['--media', 'janus', '--janus-url', wss, '--janus-ca', ca] });
+  try {
+    await waitUntil(async () => (await request(tls, 'GET', '/healthz', { apiKey: null })).json?.janus === 'connected',
+                    { timeoutMs: 10000, label: 'roost connected to Janus over TLS' });
+    const erin = await member('tls-1', 'erin', tls);
+    assert.equal((await pushAwait(erin.chan, 'signal', { to: 'media', sdp: { type: 'offer', sdp: OFFER } })).status, 'ok');
+    const a = await erin.chan.events.next(isAnswer, 15000, "Janus's answer over wss://");
+    assert.equal(a.payload.sdp.type, 'answer');
+  } finally {
+    await tls.stop();
   }
 });

@@ -6,6 +6,8 @@
 # fresh temp dir (tests/media/janus.sh setup), brings `lo` up, starts
 # Janus, runs CMD with
 #   ROOST_JANUS_URL  ws://127.0.0.1:8188
+#   ROOST_JANUS_WSS_URL  wss://127.0.0.1:8989 (TLS, certificate for 127.0.0.1)
+#   ROOST_JANUS_CA   the CA (= the certificate) to verify it with
 #   ROOST_JANUS_DIR  the temp dir (config, janus.pid, janus.log)
 #   ROOST_JANUS_CTL  tests/media/janus.sh (so a test can `$CTL stop $DIR`
 #                    to kill Janus mid-call and `$CTL start $DIR` again)
@@ -34,6 +36,8 @@ fi
 # Inside the namespace.
 ip link set lo up
 export ROOST_JANUS_URL="ws://127.0.0.1:${JANUS_WS_PORT:-8188}"
+export ROOST_JANUS_WSS_URL="wss://127.0.0.1:${JANUS_WSS_PORT:-8989}"
+export ROOST_JANUS_CA="$ROOST_JANUS_DIR/cert.pem"
 export ROOST_JANUS_CTL="$HERE/janus.sh"
 export ROOST_JANUS_DIR
 if ! bash "$HERE/janus.sh" start "$ROOST_JANUS_DIR" >&2; then

@@ -3,7 +3,9 @@
  * real Janus: session creation on connect, attach videoroom, create and
  * destroy a room, detach, events routed to the handle's owner, handles
  * owned by a registered name (they survive the owner's death, follow the
- * name to its next holder and go with JANUS_RELEASE), and reconnection
+ * name to its next holder and go with JANUS_RELEASE), named requests and
+ * messages parked for an absent owner, wss:// (TLS, certificate checked),
+ * and reconnection
  * after Janus is killed (kill -9) and started again.
  *
  * Needs a Janus to talk to, which only tests/media/run.sh provides (in a
@@ -208,14 +210,18 @@ static const rt_behaviour_t fwd_behaviour = RT_BEHAVIOUR(.name = "fwd", .init = 
 
 #define OWNER_NAME "room:test-owner"
 
+/* Waits for the owner's init through its ack alone: what it forwards
+ * meanwhile (parked answers, the moment it holds the name) stays queued. */
 static rt_pid_t spawn_owner(void)
 {
-    rt_spawn_opts_t o = {.name = OWNER_NAME};
+    rt_spawn_opts_t o = {.name = OWNER_NAME, .flags = RT_SPAWN_ACK};
     rt_pid_t pid;
-    cr_assert_eq(rt_spawn(&fwd_behaviour, (void *)(uintptr_t)rt_inbox_pid(ib), &o, &pid), RT_OK);
-    uint64_t end = rt_now_ms() + 2000;
-    while (rt_whereis(OWNER_NAME) != pid && rt_now_ms() < end)
-        rt_inbox_recv(ib, 5); /* nothing is expected here meanwhile */
+    cr_assert_eq(rt_inbox_spawn(ib, &fwd_behaviour, (void *)(uintptr_t)rt_inbox_pid(ib), &o, &pid),
+                 RT_OK);
+    rt_msg_t *ack = rt_inbox_recv_match(ib, RT_MSG_ACK, o.ack_ref, 2000);
+    cr_assert_not_null(ack);
+    cr_assert_not(ack->flags & RT_MF_ERROR);
+    rt_msg_free(ack);
     cr_assert_eq(rt_whereis(OWNER_NAME), pid);
     return pid;
 }
@@ -443,6 +449,81 @@ static void parked_messages_expire(void)
     cr_assert_eq(status_int("parked"), 0);
 }
 
+
+/* wss://: the same client over TLS (Janus's certificate for 127.0.0.1,
+ * verified against the CA run.sh hands over). A certificate that does not
+ * chain to the trusted CAs never gives a session; a CA file that cannot be
+ * read fails the start with a reason. */
+static bool connected_now(rt_pid_t pid)
+{
+    rt_msg_t *reply = NULL;
+    cr_assert_eq(rt_call_sync(pid, rt_msg_new(JANUS_STATUS), 5000, &reply), RT_OK);
+    bool up = reply->a != 0;
+    rt_msg_free(reply);
+    return up;
+}
+
+/* Spawns a media client and waits for its init (cfg is borrowed until
+ * then); returns its init's error reason text (strdup'd) or NULL. */
+static char *spawn_client(const janus_config_t *cfg, rt_pid_t *pid)
+{
+    rt_spawn_opts_t o = {.flags = RT_SPAWN_ACK};
+    cr_assert_eq(rt_inbox_spawn(ib, &janus_behaviour, (void *)cfg, &o, pid), RT_OK);
+    rt_msg_t *ack = rt_inbox_recv_match(ib, RT_MSG_ACK, o.ack_ref, 5000);
+    cr_assert_not_null(ack, "no ack of the client's init");
+    char *why = NULL;
+    if (ack->flags & RT_MF_ERROR)
+        why = strdup(rt_msg_reason(ack) ? rt_msg_reason(ack)->text : "?");
+    rt_msg_free(ack);
+    return why;
+}
+
+static void over_tls(void)
+{
+    const char *wss = getenv("ROOST_JANUS_WSS_URL"), *ca = getenv("ROOST_JANUS_CA");
+    cr_assert(wss && ca, "tests/media/run.sh sets ROOST_JANUS_WSS_URL and ROOST_JANUS_CA");
+    janus_config_t cfg = {.url = wss, .ca_file = ca, .notify = RT_NOPID, .backoff_min_ms = 100,
+                          .backoff_max_ms = 400};
+    rt_pid_t tls;
+    cr_assert_null(spawn_client(&cfg, &tls));
+    uint64_t end = rt_now_ms() + 10000;
+    while (!connected_now(tls) && rt_now_ms() < end)
+        rt_msg_free(rt_inbox_recv(ib, 20)); /* bounded poll: no event for the test */
+    cr_assert(connected_now(tls), "no Janus session over %s", wss);
+    rt_pid_t plain = media;
+    media = tls; /* request(), attach() and create_room() talk to it */
+    uint64_t h = attach();
+    uint64_t room = create_room(h);
+    char req[256];
+    snprintf(req, sizeof req,
+             "{\"janus\":\"message\",\"handle_id\":%llu,\"body\":{\"request\":\"destroy\",\"room\":%llu}}",
+             (unsigned long long)h, (unsigned long long)room);
+    json_t *d = request(req);
+    cr_assert_str_eq(json_string_value(json_object_get(
+                         json_object_get(json_object_get(d, "plugindata"), "data"), "videoroom")),
+                     "destroyed");
+    json_decref(d);
+    media = plain;
+    cr_assert_eq(rt_exit(tls, RT_SHUTDOWN), RT_OK);
+
+    /* Not signed by a trusted CA (the system's, here): it keeps trying and
+     * never gets a session. */
+    cfg.ca_file = NULL;
+    cr_assert_null(spawn_client(&cfg, &tls));
+    end = rt_now_ms() + 1500;
+    while (rt_now_ms() < end) {
+        cr_assert_not(connected_now(tls), "a session with an untrusted certificate");
+        rt_msg_free(rt_inbox_recv(ib, 50));
+    }
+    cr_assert_eq(rt_exit(tls, RT_SHUTDOWN), RT_OK);
+
+    cfg.ca_file = "/nonexistent/roost-ca.pem";
+    char *why = spawn_client(&cfg, &tls);
+    cr_assert_not_null(why, "started with a CA file that cannot be read");
+    cr_assert(strstr(why, "/nonexistent/roost-ca.pem") != NULL, "reason: %s", why);
+    free(why);
+}
+
 /* One test, in this order: Criterion runs tests in parallel processes and
  * the second part kills the one Janus both would share. */
 Test(media_janus, session_rooms_and_reconnect, .init = setup, .fini = teardown)
@@ -451,5 +532,6 @@ Test(media_janus, session_rooms_and_reconnect, .init = setup, .fini = teardown)
     handles_owned_by_name();
     named_requests_reach_the_next_holder();
     parked_messages_expire();
+    over_tls();
     reconnects_after_janus_is_killed();
 }
