@@ -134,6 +134,25 @@ static bool queue_frame(janus_conn_t *c, ws_opcode_t op, const void *payload, si
 
 enum { IO_AGAIN = -2, IO_FAIL = -1 };
 
+/* What an SSL_read/SSL_write result r <= 0 means: 0 the peer closed the
+ * TLS session; IO_AGAIN with what to wait for (TLS may need to write to
+ * read, and the reverse); IO_FAIL. */
+static ssize_t ssl_result(janus_conn_t *c, int r, short *want)
+{
+    switch (SSL_get_error(c->ssl, r)) {
+    case SSL_ERROR_WANT_READ:
+        *want = POLLIN;
+        return IO_AGAIN;
+    case SSL_ERROR_WANT_WRITE:
+        *want = POLLOUT;
+        return IO_AGAIN;
+    case SSL_ERROR_ZERO_RETURN:
+        return 0;
+    default:
+        return IO_FAIL;
+    }
+}
+
 /* > 0 bytes; 0 the peer closed; IO_AGAIN with *want = POLLIN/POLLOUT;
  * IO_FAIL. */
 static ssize_t io_read(janus_conn_t *c, void *buf, size_t n, short *want)
@@ -150,20 +169,7 @@ static ssize_t io_read(janus_conn_t *c, void *buf, size_t n, short *want)
         return r < 0 ? IO_FAIL : r;
     }
     int r = SSL_read(c->ssl, buf, n > INT32_MAX ? INT32_MAX : (int)n);
-    if (r > 0)
-        return r;
-    switch (SSL_get_error(c->ssl, r)) {
-    case SSL_ERROR_WANT_READ:
-        *want = POLLIN;
-        return IO_AGAIN;
-    case SSL_ERROR_WANT_WRITE:
-        *want = POLLOUT;
-        return IO_AGAIN;
-    case SSL_ERROR_ZERO_RETURN:
-        return 0;
-    default:
-        return IO_FAIL;
-    }
+    return r > 0 ? r : ssl_result(c, r, want);
 }
 
 static ssize_t io_write(janus_conn_t *c, const void *buf, size_t n, short *want)
@@ -180,18 +186,7 @@ static ssize_t io_write(janus_conn_t *c, const void *buf, size_t n, short *want)
         return r <= 0 ? IO_FAIL : r;
     }
     int r = SSL_write(c->ssl, buf, n > INT32_MAX ? INT32_MAX : (int)n);
-    if (r > 0)
-        return r;
-    switch (SSL_get_error(c->ssl, r)) {
-    case SSL_ERROR_WANT_READ:
-        *want = POLLIN;
-        return IO_AGAIN;
-    case SSL_ERROR_WANT_WRITE:
-        *want = POLLOUT;
-        return IO_AGAIN;
-    default:
-        return IO_FAIL;
-    }
+    return r > 0 ? r : ssl_result(c, r, want);
 }
 
 /* Blocking (handshake) helpers: the socket has send/receive timeouts. */
@@ -414,10 +409,10 @@ static void pump(janus_conn_t *c, uint8_t *buf, size_t len)
         wwant = 0;
         while (woff < wlen) {
             ssize_t w = io_write(c, wbuf + woff, wlen - woff, &wwant);
-            if (w == IO_FAIL)
-                goto out;
             if (w == IO_AGAIN)
                 break;
+            if (w <= 0)
+                goto out; /* failed, or the peer closed the TLS session */
             woff += (size_t)w;
             atomic_fetch_sub(&c->queued, (size_t)w);
         }

@@ -124,6 +124,20 @@ static uint64_t create_room(uint64_t h)
     return room;
 }
 
+/* Destroys a VideoRoom through handle h; Janus's answer must say so. */
+static void destroy_room(uint64_t h, uint64_t room)
+{
+    char req[256];
+    snprintf(req, sizeof req,
+             "{\"janus\":\"message\",\"handle_id\":%llu,\"body\":{\"request\":\"destroy\",\"room\":%llu}}",
+             (unsigned long long)h, (unsigned long long)room);
+    json_t *d = request(req);
+    cr_assert_str_eq(json_string_value(json_object_get(
+                         json_object_get(json_object_get(d, "plugindata"), "data"), "videoroom")),
+                     "destroyed");
+    json_decref(d);
+}
+
 static void status(bool *up, uint64_t *session)
 {
     rt_msg_t *reply = NULL;
@@ -148,19 +162,11 @@ static void create_attach_room_destroy(void)
              "{\"janus\":\"message\",\"handle_id\":%llu,\"body\":{\"request\":\"exists\",\"room\":%llu}}",
              (unsigned long long)h, (unsigned long long)room);
     json_t *e = request(req);
-    if (getenv("ROOST_TEST_DEBUG")) { char *dbg = json_dumps(e, 0); fprintf(stderr, "%s\n", dbg); free(dbg); }
     cr_assert(json_is_true(json_object_get(json_object_get(json_object_get(e, "plugindata"), "data"),
                                            "exists")));
     json_decref(e);
 
-    snprintf(req, sizeof req,
-             "{\"janus\":\"message\",\"handle_id\":%llu,\"body\":{\"request\":\"destroy\",\"room\":%llu}}",
-             (unsigned long long)h, (unsigned long long)room);
-    json_t *d = request(req);
-    cr_assert_str_eq(json_string_value(json_object_get(
-                         json_object_get(json_object_get(d, "plugindata"), "data"), "videoroom")),
-                     "destroyed");
-    json_decref(d);
+    destroy_room(h, room);
 
     /* Janus's own errors come back as answers, not as failures. */
     snprintf(req, sizeof req,
@@ -494,15 +500,7 @@ static void over_tls(void)
     media = tls; /* request(), attach() and create_room() talk to it */
     uint64_t h = attach();
     uint64_t room = create_room(h);
-    char req[256];
-    snprintf(req, sizeof req,
-             "{\"janus\":\"message\",\"handle_id\":%llu,\"body\":{\"request\":\"destroy\",\"room\":%llu}}",
-             (unsigned long long)h, (unsigned long long)room);
-    json_t *d = request(req);
-    cr_assert_str_eq(json_string_value(json_object_get(
-                         json_object_get(json_object_get(d, "plugindata"), "data"), "videoroom")),
-                     "destroyed");
-    json_decref(d);
+    destroy_room(h, room);
     media = plain;
     cr_assert_eq(rt_exit(tls, RT_SHUTDOWN), RT_OK);
 
