@@ -208,6 +208,18 @@ void rt__reschedule(rt_proc_t *p);      /* p used its turn and has more */
 int rt__sched_start(unsigned n);
 void rt__sched_stop(void);
 bool rt__on_scheduler(void);
+/* What the run queues did since the runtime started, summed over the
+ * schedulers: tests use it to show that a path was taken. A snapshot;
+ * only while the runtime runs. */
+typedef struct rt_sched_counts {
+    uint64_t spills;   /* a full ring moved half of itself to its overflow */
+    uint64_t steals;   /* a thief took half of another scheduler's ring */
+    uint64_t stolen;   /* processes those steals moved */
+    uint64_t grabs;    /* batches taken from a locked queue into a ring */
+    unsigned sleeping; /* schedulers asleep (or about to be) right now */
+    unsigned nscheds;
+} rt_sched_counts_t;
+void rt__sched_counts(rt_sched_counts_t *out);
 
 /* ---- timers (timer.c) ---- */
 int rt__timers_start(void);
