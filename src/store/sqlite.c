@@ -13,6 +13,17 @@
  *   call_users    (user, created_at, call_id): the participants index,
  *                 so "calls of a user, newest first" is one index range
  *
+ * Event seqs. append_event needs the room's last seq. Asking SQLite for
+ * it with every event (INSERT ... SELECT MAX(seq) + 1 ... RETURNING seq)
+ * cost about three times a plain INSERT: a second index descent, and
+ * RETURNING runs the insert through a temporary table. The writer
+ * therefore keeps each room's last seq in memory (seq_cache below):
+ * looked up in SQLite once per room, then counted up as events are
+ * inserted. The cache only ever runs ahead inside the open transaction,
+ * so a rollback empties it (the next event of each room asks SQLite
+ * again), and it assumes what store.h already says: this connection is
+ * the only writer of events.
+ *
  * Why synchronous=FULL and not NORMAL in WAL mode: with NORMAL, SQLite
  * fsyncs the WAL only when it checkpoints, not at each commit. A
  * committed transaction then survives a crash of the process (kill -9:
@@ -22,6 +33,8 @@
  * every commit. The cost is one fsync per commit, which group commit
  * (store.c) shares among every request of a batch.
  */
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -67,12 +80,19 @@ static const char *const migrations[] = {
 };
 #define SCHEMA_VERSION ((int64_t)(sizeof migrations / sizeof migrations[0]))
 
+/* Rooms whose last event seq the writer keeps (see "Event seqs"). Past
+ * this the table is emptied and fills again from SQLite: a bound on
+ * memory, not an eviction policy (rooms that ended never come back). */
+#define SEQ_CACHE_MAX 65536
+
 enum stmt_id {
     S_BEGIN,
     S_COMMIT,
     S_ROLLBACK,
+    S_UPDATE_STATE,
     S_PUT_STATE,
     S_MARK_ENDED,
+    S_LAST_SEQ,
     S_APPEND_EVENT,
     S_PUT_CALL,
     S_DEL_CALL_USERS,
@@ -92,6 +112,14 @@ static const char *const sql[S__COUNT] = {
     [S_BEGIN] = "BEGIN IMMEDIATE",
     [S_COMMIT] = "COMMIT",
     [S_ROLLBACK] = "ROLLBACK",
+    /* The common case of put_state: the room exists and its ended flag
+     * stays. Not assigning `ended` keeps SQLite from rewriting the
+     * room's entry in the partial index rooms_live (whose WHERE reads
+     * it), about a third of the UPSERT's cost. No row changed: the room
+     * is new or its flag changes, and S_PUT_STATE does the whole thing. */
+    [S_UPDATE_STATE] =
+        "UPDATE rooms SET state = ?2, state_version = ?3, version = ?4, updated_at = ?5"
+        " WHERE id = ?1 AND ended = ?6",
     [S_PUT_STATE] =
         "INSERT INTO rooms (id, state, state_version, version, updated_at, ended)"
         " VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
@@ -99,12 +127,12 @@ static const char *const sql[S__COUNT] = {
         " state_version = excluded.state_version, version = excluded.version,"
         " updated_at = excluded.updated_at, ended = excluded.ended",
     [S_MARK_ENDED] = "UPDATE rooms SET ended = 1, updated_at = ?2 WHERE id = ?1",
-    /* seq = the room's last + 1, computed inside the transaction by the
-     * only writer, so it is gapless and a rolled-back batch consumes none. */
+    /* seq = the room's last + 1, counted inside the transaction by the
+     * only writer (seq_cache), so it is gapless and a rolled-back batch
+     * consumes none. */
+    [S_LAST_SEQ] = "SELECT MAX(seq) FROM events WHERE room = ?1",
     [S_APPEND_EVENT] =
-        "INSERT INTO events (room, seq, at, type, user, data)"
-        " SELECT ?1, COALESCE(MAX(seq), 0) + 1, ?2, ?3, ?4, ?5 FROM events WHERE room = ?1"
-        " RETURNING seq",
+        "INSERT INTO events (room, seq, at, type, user, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     [S_PUT_CALL] =
         "INSERT INTO calls (id, created_at, started_at, ended_at, participants, duration_ms)"
         " VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
@@ -131,9 +159,20 @@ static const char *const sql[S__COUNT] = {
         " ORDER BY u.created_at DESC, u.call_id DESC LIMIT ?2",
 };
 
+/* A room's last event seq, as counted by the writer. */
+typedef struct seq_ent {
+    char *room;               /* NULL: empty slot */
+    uint64_t hash;
+    uint64_t seq;
+} seq_ent_t;
+
 typedef struct sq {
     sqlite3 *db;
     sqlite3_stmt *st[S__COUNT];
+    /* seq_cache: open addressing, linear probing, power-of-two size,
+     * never more than half full. Writer thread only. */
+    seq_ent_t *seqs;
+    size_t nseqs, capseqs;
 } sq_t;
 
 /* Maps an SQLite result to a store error and says what happened. */
@@ -233,11 +272,67 @@ out:
     return err;
 }
 
+/* ---- The event seq cache (see "Event seqs" at the top) --------------------- */
+
+static uint64_t hash_str(const char *s)
+{
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return h;
+}
+
+/* Forgets every room: after a rollback, or when the table is full. */
+static void seq_cache_clear(sq_t *q)
+{
+    for (size_t i = 0; i < q->capseqs; i++) {
+        free(q->seqs[i].room);
+        q->seqs[i].room = NULL;
+    }
+    q->nseqs = 0;
+}
+
+/* The slot of room: its entry, or the empty slot where it would go. */
+static seq_ent_t *seq_slot(sq_t *q, const char *room, uint64_t h)
+{
+    size_t mask = q->capseqs - 1;
+    for (size_t i = h & mask;; i = (i + 1) & mask) {
+        seq_ent_t *e = &q->seqs[i];
+        if (!e->room || (e->hash == h && strcmp(e->room, room) == 0))
+            return e;
+    }
+}
+
+/* Makes room for one more entry; false on ENOMEM (the caller then
+ * simply does not cache). */
+static bool seq_cache_reserve(sq_t *q)
+{
+    if (q->nseqs >= SEQ_CACHE_MAX)
+        seq_cache_clear(q);
+    if (q->capseqs && (q->nseqs + 1) * 2 <= q->capseqs)
+        return true;
+    size_t cap = q->capseqs ? q->capseqs * 2 : 256;
+    seq_ent_t *n = calloc(cap, sizeof *n);
+    if (!n)
+        return false;
+    seq_ent_t *old = q->seqs;
+    size_t oldcap = q->capseqs;
+    q->seqs = n;
+    q->capseqs = cap;
+    for (size_t i = 0; i < oldcap; i++)
+        if (old[i].room)
+            *seq_slot(q, old[i].room, old[i].hash) = old[i];
+    free(old);
+    return true;
+}
+
 static void sq_close(void *be)
 {
     sq_t *q = be;
     if (!q)
         return;
+    seq_cache_clear(q);
+    free(q->seqs);
     for (int i = 0; i < S__COUNT; i++)
         sqlite3_finalize(q->st[i]);
     /* Every statement is finalized, so close cannot be refused as busy;
@@ -287,6 +382,15 @@ static int sq_open(const store_config_t *cfg, void **out)
      * survive a power cut, not only a crash of the process. */
     if ((err = exec_sql(q->db, "PRAGMA synchronous=FULL", "setting synchronous=FULL")))
         goto fail;
+    /* The page cache (cfg->cache_kib; the PRAGMA takes KiB as a negative
+     * number). SQLite's default, 2 MiB, is smaller than what a busy batch
+     * dirties with 1,000 live rooms (each room's row and the last page of
+     * its events): SQLite then spills dirty pages into the WAL in the
+     * middle of the transaction and reads pages back with pread. */
+    char cache[64];
+    snprintf(cache, sizeof cache, "PRAGMA cache_size=-%u", (unsigned)cfg->cache_kib);
+    if ((err = exec_sql(q->db, cache, "setting the page cache size")))
+        goto fail;
     if ((err = migrate(q->db)))
         goto fail;
     for (int i = 0; i < S__COUNT; i++) {
@@ -327,6 +431,9 @@ static int sq_commit(void *be)
 static void sq_rollback(void *be)
 {
     sq_t *q = be;
+    /* Seqs counted in the transaction are undone with it, whether we or
+     * SQLite roll it back. */
+    seq_cache_clear(q);
     if (sqlite3_get_autocommit(q->db))
         return;  /* no transaction open (SQLite may have rolled it back itself) */
     run(q, S_ROLLBACK, "rollback");
@@ -337,7 +444,17 @@ static void sq_rollback(void *be)
 static int sq_put_state(void *be, const store_req_t *r, int64_t now_ms)
 {
     sq_t *q = be;
-    sqlite3_stmt *s = q->st[S_PUT_STATE];
+    sqlite3_stmt *s = q->st[S_UPDATE_STATE];
+    sqlite3_bind_text(s, 1, r->room, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 2, r->text, (int)r->text_len, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 3, r->state_version);
+    sqlite3_bind_int64(s, 4, (int64_t)r->version);
+    sqlite3_bind_int64(s, 5, now_ms);
+    sqlite3_bind_int(s, 6, r->ended);
+    int err = run(q, S_UPDATE_STATE, "writing a room state");
+    if (err || sqlite3_changes(q->db) == 1)
+        return err;
+    s = q->st[S_PUT_STATE];
     sqlite3_bind_text(s, 1, r->room, -1, SQLITE_STATIC);
     sqlite3_bind_text(s, 2, r->text, (int)r->text_len, SQLITE_STATIC);
     sqlite3_bind_int64(s, 3, r->state_version);
@@ -359,28 +476,60 @@ static int sq_mark_ended(void *be, const store_req_t *r, int64_t now_ms)
     return err;
 }
 
-static int sq_append_event(void *be, store_req_t *r)
+/* The room's last seq in SQLite (0: no events). */
+static int last_seq(sq_t *q, const char *room, uint64_t *seq)
 {
-    sq_t *q = be;
-    sqlite3_stmt *s = q->st[S_APPEND_EVENT];
-    sqlite3_bind_text(s, 1, r->room, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(s, 2, r->at);
-    sqlite3_bind_text(s, 3, r->type, -1, SQLITE_STATIC);
-    if (r->user)
-        sqlite3_bind_text(s, 4, r->user, -1, SQLITE_STATIC);
-    if (r->text)
-        sqlite3_bind_text(s, 5, r->text, (int)r->text_len, SQLITE_STATIC);
+    sqlite3_stmt *s = q->st[S_LAST_SEQ];
+    sqlite3_bind_text(s, 1, room, -1, SQLITE_STATIC);
     int rc = sqlite3_step(s);
     int err = STORE_OK;
-    if (rc == SQLITE_ROW) {
-        r->seq = (uint64_t)sqlite3_column_int64(s, 0);
-        rc = sqlite3_step(s);  /* finish the statement: RETURNING writes as it steps */
-    }
-    if (rc != SQLITE_DONE)
-        err = fail(q->db, rc, "appending an event");
+    if (rc == SQLITE_ROW)
+        *seq = (uint64_t)sqlite3_column_int64(s, 0);  /* NULL (no events) reads as 0 */
+    else
+        err = fail(q->db, rc, "reading a room's last event");
     sqlite3_reset(s);
     sqlite3_clear_bindings(s);
     return err;
+}
+
+static int sq_append_event(void *be, store_req_t *r)
+{
+    sq_t *q = be;
+    uint64_t h = hash_str(r->room);
+    seq_ent_t *e = q->capseqs ? seq_slot(q, r->room, h) : NULL;
+    uint64_t last = 0;
+    if (e && e->room) {
+        last = e->seq;
+    } else {
+        int err = last_seq(q, r->room, &last);
+        if (err)
+            return err;
+        e = NULL;
+    }
+    sqlite3_stmt *s = q->st[S_APPEND_EVENT];
+    sqlite3_bind_text(s, 1, r->room, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 2, (int64_t)(last + 1));
+    sqlite3_bind_int64(s, 3, r->at);
+    sqlite3_bind_text(s, 4, r->type, -1, SQLITE_STATIC);
+    if (r->user)
+        sqlite3_bind_text(s, 5, r->user, -1, SQLITE_STATIC);
+    if (r->text)
+        sqlite3_bind_text(s, 6, r->text, (int)r->text_len, SQLITE_STATIC);
+    int err = run(q, S_APPEND_EVENT, "appending an event");
+    if (err)
+        return err;  /* the batch is rolled back, which empties the cache */
+    r->seq = last + 1;
+    if (e) {
+        e->seq = r->seq;
+    } else if (seq_cache_reserve(q)) {
+        char *room = strdup(r->room);
+        if (room) { /* else: not cached; SQLite is asked again next time */
+            e = seq_slot(q, room, h);
+            *e = (seq_ent_t){.room = room, .hash = h, .seq = r->seq};
+            q->nseqs++;
+        }
+    }
+    return STORE_OK;
 }
 
 static int sq_put_call(void *be, const store_req_t *r)

@@ -147,10 +147,17 @@ static void req_dtor(rt_rc_t *rc)
 {
     store_req_t *r = RT_CONTAINER_OF(rc, store_req_t, rc);
     free_rows(r);
-    free(r->room);
-    free(r->text);
-    free(r->type);
-    free(r->user);
+    if (r->block) {
+        free(r->block);  /* room, type, user and text live in it */
+    } else {
+        free(r->room);
+        if (r->buf)
+            rt_buf_release(r->buf);  /* text points into it */
+        else
+            free(r->text);
+        free(r->type);
+        free(r->user);
+    }
     for (size_t i = 0; i < r->nusers; i++)
         free(r->users[i]);
     free(r->users);
@@ -230,6 +237,34 @@ int store_req_put_state(store_req_t **out, const char *room, const char *state, 
     return STORE_OK;
 }
 
+int store_req_put_state_buf(store_req_t **out, const char *room, rt_buf_t *state,
+                            uint32_t state_version, uint64_t version, bool ended)
+{
+    /* Not parsed (see store.h): the caller made this text from an object.
+     * The checks left are the ones that cost nothing and still catch a
+     * buffer that is not a serialised object at all. */
+    if (!out || !valid_id(room) || !state || state->len == 0 || state->len > MAX_TEXT ||
+        state_version == 0 || version > INT64_MAX || state->data[0] != '{' ||
+        state->data[state->len - 1] != '}' || memchr(state->data, '\0', state->len))
+        return STORE_EINVAL;
+    store_req_t *r = req_new(STORE_OP_PUT_STATE);
+    if (!r)
+        return STORE_ENOMEM;
+    if (!(r->room = strdup(room))) {
+        store_req_free(r);
+        return STORE_ENOMEM;
+    }
+    rt_buf_retain(state);
+    r->buf = state;
+    r->text = state->data;  /* NUL-terminated: rt_buf_t always is */
+    r->text_len = state->len;
+    r->state_version = state_version;
+    r->version = version;
+    r->ended = ended;
+    *out = r;
+    return STORE_OK;
+}
+
 int store_req_mark_ended(store_req_t **out, const char *room)
 {
     if (!out || !valid_id(room))
@@ -264,6 +299,46 @@ int store_req_append_event(store_req_t **out, const char *room, int64_t at, cons
     r->text_len = dlen;
     /* The event's time is when it happened (was queued), not when the
      * writer got to it. */
+    r->at = at > 0 ? at : wall_ms();
+    *out = r;
+    return STORE_OK;
+}
+
+int store_req_append_event_dumped(store_req_t **out, const char *room, int64_t at,
+                                  const char *type, const char *user, const char *data)
+{
+    if (!out || !valid_id(room) || !valid_id(type) || (user && !valid_id(user)))
+        return STORE_EINVAL;
+    size_t rlen = strlen(room), tlen = strlen(type), ulen = user ? strlen(user) : 0;
+    size_t dlen = data ? strnlen(data, MAX_TEXT + 1) : 0;
+    if (data && (dlen == 0 || dlen > MAX_TEXT))
+        return STORE_EINVAL;
+    store_req_t *r = req_new(STORE_OP_APPEND_EVENT);
+    /* One block for the four strings: an event is written once and
+     * freed once, so one allocation instead of four. */
+    char *b = r ? malloc(rlen + 1 + tlen + 1 + (user ? ulen + 1 : 0) + (data ? dlen + 1 : 0))
+                : NULL;
+    if (!b) {
+        store_req_free(r);
+        return STORE_ENOMEM;
+    }
+    r->block = b;
+    r->room = b;
+    memcpy(b, room, rlen + 1);
+    b += rlen + 1;
+    r->type = b;
+    memcpy(b, type, tlen + 1);
+    b += tlen + 1;
+    if (user) {
+        r->user = b;
+        memcpy(b, user, ulen + 1);
+        b += ulen + 1;
+    }
+    if (data) {
+        r->text = b;
+        memcpy(b, data, dlen + 1);
+    }
+    r->text_len = dlen;
     r->at = at > 0 ? at : wall_ms();
     *out = r;
     return STORE_OK;
@@ -539,6 +614,8 @@ int store_open(const store_config_t *cfg, store_t **out)
         c.max_batch = 4096;
     if (c.max_backlog == 0)
         c.max_backlog = 1000000;
+    if (c.cache_kib == 0)
+        c.cache_kib = 65536;
     int err = make_dirs(c.data_dir);
     if (err)
         return err;

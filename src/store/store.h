@@ -119,6 +119,9 @@ typedef struct store_config {
                                   refused with STORE_EBUSY; 0 = 1,000,000 */
     const store_schema_t *schema; /* borrowed; may be NULL, or set later
                                      with store_set_schema */
+    uint32_t cache_kib;        /* the back end's page cache (SQLite: of the
+                                  writer's connection), KiB; 0 = 65536.
+                                  Memory is taken only as pages are used. */
 } store_config_t;
 
 /* Opens (creating if needed) the store under cfg->data_dir, runs the
@@ -167,6 +170,18 @@ typedef enum store_op {
 int store_req_put_state(store_req_t **out, const char *room, const char *state, size_t len,
                         uint32_t state_version, uint64_t version, bool ended);
 
+/* The same as store_req_put_state, for a state the caller serialised
+ * itself from a JSON object (json_dumpb of an object, as the RoomServer
+ * does for every change): the buffer is shared (retained, not copied)
+ * and is not parsed again. Only cheap checks are made: state->len > 0,
+ * no NUL byte, and the text starts with '{' and ends with '}'. Anything
+ * that passes is stored as is, so a caller that cannot vouch for the
+ * text must use store_req_put_state. state is borrowed (the request
+ * takes its own reference) and must not change afterwards (rt_buf_t is
+ * immutable once shared). */
+int store_req_put_state_buf(store_req_t **out, const char *room, rt_buf_t *state,
+                            uint32_t state_version, uint64_t version, bool ended);
+
 /* Marks a room ended: it leaves list_live, its state stays loadable.
  * STORE_ENOTFOUND if the store has no state for it. */
 int store_req_mark_ended(store_req_t **out, const char *room);
@@ -179,6 +194,13 @@ int store_req_mark_ended(store_req_t **out, const char *room);
  * value) or NULL. On success store_req_seq gives the seq. */
 int store_req_append_event(store_req_t **out, const char *room, int64_t at, const char *type,
                            const char *user, const char *data);
+
+/* The same as store_req_append_event, for data the caller serialised
+ * itself from a JSON value (json_dumps, as the RoomServer does): data is
+ * not parsed again (NULL: none). Everything is copied into one
+ * allocation with the request. */
+int store_req_append_event_dumped(store_req_t **out, const char *room, int64_t at,
+                                  const char *type, const char *user, const char *data);
 
 /* A call record: id, times in ms since the epoch (started_at 0: never
  * started, stored as null), participants as JSON text that must be an
@@ -429,6 +451,10 @@ struct store_req {
     char *text;               /* put_state: state; append_event: data or NULL;
                                  put_call: participants (NUL-terminated) */
     size_t text_len;
+    rt_buf_t *buf;            /* put_state_buf: the shared state (text points
+                                 into it), else NULL */
+    char *block;              /* append_event_dumped: room, type, user and text
+                                 point into this one allocation, else NULL */
     char *type;               /* append_event */
     char *user;               /* append_event: NULL if none; query_calls:
                                  the filter, NULL for all */
