@@ -285,6 +285,12 @@ static void record(room_t *r, const char *type, const char *user, json_t *data)
     free(js);
 }
 
+/* The same with data already serialised (text: JSON or NULL). */
+static void record_text(room_t *r, const char *type, const char *user, const char *text)
+{
+    history_record(r->id, room_wall_ms(), type, user, text);
+}
+
 static void record_reason(room_t *r, const char *type, const char *user, const char *reason)
 {
     record(r, type, user, json_pack("{ss}", "reason", reason ? reason : ""));
@@ -405,13 +411,11 @@ static void presence_leave(room_t *r, urt_t *u)
     add_meta(r->pleaves, u->user, meta(r, u));
 }
 
+/* j (taken) as text. */
 static rt_buf_t *dump_to_buf(json_t *j)
 {
-    char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    rt_buf_t *b = room_json_buf(j, 256);
     json_decref(j);
-    RT_ASSERT(s != NULL);
-    rt_buf_t *b = rt_buf_new(s, strlen(s));
-    free(s);
     RT_ASSERT(b != NULL);
     return b;
 }
@@ -659,15 +663,16 @@ static void apply_status(room_t *r, rq_t *q)
         return;
     }
     json_t *patch = json_loadb(tr->text, tr->len, 0, NULL);
-    int rc = json_is_object(patch) ? room_state_merge_status(r->st, tr->user, patch)
-                                   : ROOM_EINVAL;
+    /* q->note: the new status as text, for history (the merge measures
+     * it anyway). */
+    int rc = json_is_object(patch)
+                 ? room_state_merge_status_text(r->st, tr->user, patch, &q->note, NULL)
+                 : ROOM_EINVAL;
     json_decref(patch);
     if (rc != ROOM_OK) {
         reply_err(r, q, rc);
         return;
     }
-    json_t *p = room_state_participant(r->st, tr->user);
-    q->note = json_dumps(json_object_get(p, "status"), JSON_COMPACT);
     change(r, q, FX_STATUS);
 }
 
@@ -859,8 +864,7 @@ static void effects(room_t *r, rq_t *q)
     }
     case RQ_STATUS: {
         room_text_req_t *tr = q->data;
-        json_t *st = q->note ? json_loads(q->note, 0, NULL) : NULL;
-        record(r, "status_changed", tr->user, st);
+        record_text(r, "status_changed", tr->user, q->note);
         break;
     }
     case RQ_MEDIA:
@@ -1056,8 +1060,10 @@ static void start_write(room_t *r, rq_t *g)
     backup_put(r, stored, room_state_version(r->st), NULL);
     store_req_t *req = NULL;
     rt_pid_t store = rt_whereis("store");
-    int rc = store_req_put_state(&req, r->id, stored->data, stored->len, ROOM_STATE_SCHEMA,
-                                 room_state_version(r->st), room_state_ended(r->st));
+    /* The store shares the buffer the backup got: no copy, and no parse
+     * (room_state_dump made it from the object). */
+    int rc = store_req_put_state_buf(&req, r->id, stored, ROOM_STATE_SCHEMA,
+                                     room_state_version(r->st), room_state_ended(r->st));
     if (rc != STORE_OK || !store ||
         store_call(store, req, room_config()->store_timeout_ms, &r->write_ref) != RT_OK) {
         if (rc == STORE_OK && !store)
@@ -1278,11 +1284,11 @@ static void loaded(room_t *r, rt_msg_t *m)
         rt_stop(RT_NORMAL);
         return;
     }
-    rt_buf_t *pub = NULL, *stored = NULL;
+    rt_buf_t *pub = NULL;
     if (rs->acked && r->created_recorded) {
-        /* The store holds exactly this state: serve it at once. */
-        RT_ASSERT(room_state_dump(r->st, r->seen, &pub, &stored) == ROOM_OK);
-        rt_buf_release(stored);
+        /* The store holds exactly this state: serve it at once. The
+         * stored form is the backup's; only the public one is made. */
+        RT_ASSERT(room_state_dump(r->st, NULL, &pub, NULL) == ROOM_OK);
         rt_buf_retain(r->stored);
         set_pub(r, pub, r->stored);
         r->status_dirty = false;

@@ -6,6 +6,9 @@
  * and the migration of a version-1 state. No runtime, no store.
  */
 #include <criterion/criterion.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <jansson.h>
@@ -89,6 +92,123 @@ Test(domain_state, status_merge_is_shallow_and_bounded)
     json_decref(st);
 }
 
+/* room_state_merge_status_text hands back the merged status as the
+ * text it measured: exactly what json_dumps gives, nothing when refused. */
+Test(domain_state, status_merge_returns_the_text_it_measured)
+{
+    json_t *st = room_state_new("r", 1, 0, 300);
+    cr_assert_eq(room_state_add(st, NULL, "alice", 1), ROOM_OK);
+    json_t *p1 = json_pack("{sbsi}", "muted", 1, "n", 7);
+    char *text = NULL;
+    size_t len = 0;
+    cr_assert_eq(room_state_merge_status_text(st, "alice", p1, &text, &len), ROOM_OK);
+    char *want = json_dumps(json_object_get(part(st, "alice"), "status"), JSON_COMPACT);
+    cr_assert_str_eq(text, want);
+    cr_assert_eq(len, strlen(want));
+    free(text);
+    free(want);
+
+    /* Exactly ROOM_STATUS_MAX bytes is allowed, one more is not. */
+    json_t *cur = json_object_get(part(st, "alice"), "status");
+    size_t base = json_dumpb(cur, NULL, 0, JSON_COMPACT); /* {"muted":true,"n":7} */
+    size_t fill = ROOM_STATUS_MAX - base - strlen(",\"b\":\"\"");
+    char *big = malloc(fill + 2);
+    memset(big, 'x', fill + 1);
+    big[fill] = '\0';
+    json_t *fits = json_pack("{ss}", "b", big);
+    text = NULL;
+    cr_assert_eq(room_state_merge_status_text(st, "alice", fits, &text, &len), ROOM_OK);
+    cr_assert_eq(len, ROOM_STATUS_MAX);
+    cr_assert_eq(strlen(text), ROOM_STATUS_MAX);
+    free(text);
+    big[fill] = 'x';
+    big[fill + 1] = '\0';
+    json_t *over = json_pack("{ss}", "b", big);
+    text = NULL;
+    cr_assert_eq(room_state_merge_status_text(st, "alice", over, &text, &len), ROOM_ETOOLARGE);
+    cr_assert_null(text, "nothing is handed back for a refused merge");
+    cr_assert_eq(json_string_length(json_object_get(json_object_get(part(st, "alice"), "status"),
+                                                    "b")),
+                 fill, "the refused merge left the status as it was");
+    free(big);
+    json_decref(p1);
+    json_decref(fits);
+    json_decref(over);
+    json_decref(st);
+}
+
+/* room_json_buf (and so room_state_dump) writes the bytes jansson's
+ * json_dumps(JSON_COMPACT | JSON_ENCODE_ANY) writes, for every kind of
+ * value a client's status can bring: escapes, control characters, NUL
+ * inside strings and keys, UTF-8, integer extremes, reals, nesting. */
+static void same_as_jansson(json_t *j)
+{
+    char *want = json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY);
+    cr_assert_not_null(want);
+    rt_buf_t *b = room_json_buf(j, 1); /* a tiny first guess: it must grow */
+    cr_assert_not_null(b);
+    cr_assert_eq(b->len, strlen(want), "length of %s", want);
+    cr_assert_str_eq(b->data, want);
+    rt_buf_release(b);
+    free(want);
+}
+
+Test(domain_state, the_serialiser_writes_what_jansson_writes)
+{
+    json_t *o = json_object();
+    json_object_set_new(o, "quote\"back\\slash/", json_string("a\"b\\c/d"));
+    json_object_set_new(o, "ctl", json_string("\x01\x1f\b\f\n\r\t\x7f end"));
+    json_object_set_new(o, "utf8", json_string("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x8e\xa4"));
+    json_object_setn_new(o, "k\0ey", 4, json_stringn("nul\0inside", 11));
+    json_object_set_new(o, "", json_string(""));
+    json_object_set_new(o, "max", json_integer(INT64_MAX));
+    json_object_set_new(o, "min", json_integer(INT64_MIN));
+    json_object_set_new(o, "zero", json_integer(0));
+    json_object_set_new(o, "neg", json_integer(-42));
+    json_object_set_new(o, "real", json_real(0.1));
+    json_object_set_new(o, "realint", json_real(3.0));
+    json_object_set_new(o, "tiny", json_real(1e-300));
+    json_object_set_new(o, "big", json_real(-2.5e+300));
+    json_object_set_new(o, "t", json_true());
+    json_object_set_new(o, "f", json_false());
+    json_object_set_new(o, "n", json_null());
+    json_object_set_new(o, "empty_o", json_object());
+    json_object_set_new(o, "empty_a", json_array());
+    json_object_set_new(o, "nested",
+                        json_pack("[i,[s,{s:[b,n,f]}],{}]", 1, "x", "deep", 1, 2.5));
+    same_as_jansson(o);
+    same_as_jansson(json_object_get(o, "nested"));
+    same_as_jansson(json_object_get(o, "ctl"));
+    same_as_jansson(json_object_get(o, "min"));
+    same_as_jansson(json_object_get(o, "real"));
+    json_t *n = json_null();
+    same_as_jansson(n);
+    /* Insertion order is kept, as json_dumps keeps it. */
+    json_t *ord = json_object();
+    for (int i = 20; i > 0; i--) {
+        char k[8];
+        snprintf(k, sizeof k, "k%d", i);
+        json_object_set_new(ord, k, json_integer(i));
+    }
+    same_as_jansson(ord);
+    /* A room state, through room_state_dump. */
+    json_t *st = room_state_new("r\"1", 1700000000000, 5, 300), *seen = json_object();
+    room_state_add(st, seen, "al\u00e9\\x", 1700000000001);
+    room_state_merge_status(st, "al\u00e9\\x", o);
+    same_as_jansson(st);
+    rt_buf_t *pub = NULL;
+    cr_assert_eq(room_state_dump(st, seen, &pub, NULL), ROOM_OK);
+    char *want = json_dumps(st, JSON_COMPACT);
+    cr_assert_str_eq(pub->data, want);
+    free(want);
+    rt_buf_release(pub);
+    json_decref(st);
+    json_decref(seen);
+    json_decref(ord);
+    json_decref(n);
+    json_decref(o);
+}
+
 Test(domain_state, settle_waiting_active_ended_and_started_at)
 {
     json_t *st = room_state_new("r", 1, 0, 300);
@@ -145,6 +265,43 @@ Test(domain_state, stored_form_carries_seen_and_splits_back)
     json_decref(s);
     json_decref(seen);
     json_decref(seen2);
+    json_decref(st);
+}
+
+/* Either form alone, from the same single serialisation, byte for byte
+ * what both together give; a state larger than the first guess at the
+ * buffer (512 bytes) grows it. */
+Test(domain_state, dump_either_form_alone_and_large_states)
+{
+    json_t *st = room_state_new("r", 1, 0, 300), *seen = json_object();
+    for (int i = 0; i < 200; i++) {
+        char user[32];
+        snprintf(user, sizeof user, "participant-%03d", i);
+        cr_assert_eq(room_state_add(st, seen, user, 1000 + i), ROOM_OK);
+    }
+    rt_buf_t *pub = NULL, *stored = NULL, *pub_only = NULL, *stored_only = NULL;
+    cr_assert_eq(room_state_dump(st, seen, &pub, &stored), ROOM_OK);
+    cr_assert_eq(room_state_dump(st, NULL, &pub_only, NULL), ROOM_OK);
+    cr_assert_eq(room_state_dump(st, seen, NULL, &stored_only), ROOM_OK);
+    cr_assert_gt(pub->len, 8192);
+    cr_assert_eq(pub_only->len, pub->len);
+    cr_assert_eq(memcmp(pub_only->data, pub->data, pub->len), 0);
+    cr_assert_eq(stored_only->len, stored->len);
+    cr_assert_str_eq(stored_only->data, stored->data);
+    cr_assert_eq(pub->data[pub->len], '\0');
+    cr_assert_eq(stored->data[stored->len], '\0');
+    char *want = json_dumps(st, JSON_COMPACT);
+    cr_assert_str_eq(pub->data, want);
+    free(want);
+    json_t *s = json_loadb(stored->data, stored->len, 0, NULL);
+    cr_assert_not_null(s);
+    cr_assert(json_equal(json_object_get(s, "seen"), seen));
+    json_decref(s);
+    rt_buf_release(pub);
+    rt_buf_release(stored);
+    rt_buf_release(pub_only);
+    rt_buf_release(stored_only);
+    json_decref(seen);
     json_decref(st);
 }
 
