@@ -395,6 +395,16 @@ int phx_reply(phx_vsn_t vsn, const char *join_ref, const char *ref, const char *
     return encode(vsn, join_ref, ref, topic, "phx_reply", &p, out);
 }
 
+int phx_reply_raw(phx_vsn_t vsn, const char *join_ref, const char *ref, const char *topic,
+                  const char *status, const char *response_json, size_t response_len,
+                  phx_out_t *out)
+{
+    if (!status || !response_json)
+        return PHX_E_ARG;
+    payload_src_t p = {.raw = response_json, .raw_len = response_len, .status = status};
+    return encode(vsn, join_ref, ref, topic, "phx_reply", &p, out);
+}
+
 void phx_out_free(phx_out_t *out)
 {
     free(out->base);
