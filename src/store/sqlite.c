@@ -24,6 +24,32 @@
  * again), and it assumes what store.h already says: this connection is
  * the only writer of events.
  *
+ * Checkpoints, off the writer's path. SQLite's automatic checkpoint runs
+ * inside the COMMIT that takes the WAL past 1,000 frames: it reads every
+ * frame back (pread), writes it into the database (pwrite), and fsyncs
+ * the WAL and the database, all while the batch's requests wait for
+ * their answers. Under a steady stream of room changes that was every
+ * few commits, and the largest cost of a commit after its fsync. Here a
+ * checkpointer thread with its own connection does it instead (PASSIVE:
+ * it never blocks the writer), asked for by the writer's WAL hook every
+ * cfg->checkpoint_frames frames. One thing it cannot do alone: SQLite
+ * starts writing the WAL from its beginning again only when a write
+ * transaction begins while every frame has been checkpointed, which a
+ * writer that commits without pause never lets happen; the WAL would
+ * grow without bound. So once the WAL holds 8 x checkpoint_frames, the
+ * checkpointer asks the writer to wait before its next BEGIN, checkpoints
+ * what was committed since its last pass (a few hundred frames: the
+ * pause is short), and lets it go; that BEGIN restarts the WAL. Rules:
+ *   C1. q->db is used by the writer thread only, ck.db by the
+ *       checkpointer thread only (each connection by one thread).
+ *   C2. ck.mu guards ck's flags; the writer never holds it across a
+ *       statement, the checkpointer never across a checkpoint.
+ *   C3. While ck.pause is set, no write transaction begins (sq_begin
+ *       waits, at most PAUSE_MAX_MS); the checkpointer's second pass
+ *       starts only once the writer is outside any transaction.
+ * kill -9 at any point is SQLite's own business: a checkpoint is crash
+ * safe whichever connection runs it.
+ *
  * Why synchronous=FULL and not NORMAL in WAL mode: with NORMAL, SQLite
  * fsyncs the WAL only when it checkpoints, not at each commit. A
  * committed transaction then survives a crash of the process (kill -9:
@@ -33,11 +59,15 @@
  * every commit. The cost is one fsync per commit, which group commit
  * (store.c) shares among every request of a batch.
  */
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <sqlite3.h>
 
@@ -80,6 +110,10 @@ static const char *const migrations[] = {
 };
 #define SCHEMA_VERSION ((int64_t)(sizeof migrations / sizeof migrations[0]))
 
+/* How long a writer waits for the checkpointer's restart pass before
+ * it goes on without the restart (C3): a bound in case the disk stalls,
+ * not a timing the design relies on. */
+#define PAUSE_MAX_MS 2000
 /* Rooms whose last event seq the writer keeps (see "Event seqs"). Past
  * this the table is emptied and fills again from SQLite: a bound on
  * memory, not an eviction policy (rooms that ended never come back). */
@@ -166,9 +200,29 @@ typedef struct seq_ent {
     uint64_t seq;
 } seq_ent_t;
 
+/* The checkpointer (see "Checkpoints"). */
+typedef struct ckpt {
+    sqlite3 *db;              /* its own connection (C1) */
+    pthread_t thread;
+    bool started;
+    pthread_mutex_t mu;       /* guards what follows (C2) */
+    pthread_cond_t cv;        /* both sides wait here */
+    bool want;                /* a pass is asked for */
+    bool pause;               /* the writer must not begin (C3) */
+    bool in_txn;              /* the writer is inside a transaction */
+    bool stop;
+    /* Writer thread only: */
+    uint32_t every;           /* a pass every this many frames */
+    uint32_t next;            /* ask again when the WAL reaches this */
+    uint32_t frames;          /* the WAL's frames after the last commit */
+    /* Statistics, any thread (relaxed). */
+    _Atomic uint64_t passes, restarts;
+} ckpt_t;
+
 typedef struct sq {
     sqlite3 *db;
     sqlite3_stmt *st[S__COUNT];
+    ckpt_t ck;
     /* seq_cache: open addressing, linear probing, power-of-two size,
      * never more than half full. Writer thread only. */
     seq_ent_t *seqs;
@@ -326,11 +380,165 @@ static bool seq_cache_reserve(sq_t *q)
     return true;
 }
 
+/* ---- The checkpointer (see "Checkpoints" at the top) ------------------------- */
+
+/* One PASSIVE checkpoint on the checkpointer's connection; the WAL's
+ * frames and how many of them are now in the database. */
+static int ck_pass(ckpt_t *ck, int *log, int *done)
+{
+    int rc = sqlite3_wal_checkpoint_v2(ck->db, "main", SQLITE_CHECKPOINT_PASSIVE, log, done);
+    atomic_fetch_add_explicit(&ck->passes, 1, memory_order_relaxed);
+    if (rc != SQLITE_OK && rc != SQLITE_BUSY)
+        fprintf(stderr, "roost store (sqlite): checkpoint: %s (%d)\n", sqlite3_errmsg(ck->db),
+                rc);
+    return rc;
+}
+
+static void *ck_main(void *arg)
+{
+    ckpt_t *ck = arg;
+    pthread_mutex_lock(&ck->mu);
+    for (;;) {
+        while (!ck->want && !ck->stop)
+            pthread_cond_wait(&ck->cv, &ck->mu);
+        if (ck->stop)
+            break;
+        ck->want = false;
+        uint32_t restart_at = 8 * ck->every;
+        pthread_mutex_unlock(&ck->mu);
+        /* While the writer goes on (PASSIVE never blocks it). */
+        int log = 0, done = 0;
+        int rc = ck_pass(ck, &log, &done);
+        pthread_mutex_lock(&ck->mu);
+        if (rc != SQLITE_OK || (uint32_t)log < restart_at || ck->stop)
+            continue;
+        /* The WAL is long: hold the writer between two transactions
+         * (C3), checkpoint the rest, so its next BEGIN restarts it. */
+        ck->pause = true;
+        while (ck->in_txn && !ck->stop)
+            pthread_cond_wait(&ck->cv, &ck->mu);
+        pthread_mutex_unlock(&ck->mu);
+        rc = ck_pass(ck, &log, &done);
+        if (rc == SQLITE_OK && log == done)
+            atomic_fetch_add_explicit(&ck->restarts, 1, memory_order_relaxed);
+        pthread_mutex_lock(&ck->mu);
+        ck->pause = false;
+        pthread_cond_broadcast(&ck->cv);
+    }
+    pthread_mutex_unlock(&ck->mu);
+    return NULL;
+}
+
+/* SQLite calls this on the writer's connection after every commit with
+ * the number of frames in the WAL. Writer thread. */
+static int ck_wal_hook(void *ctx, sqlite3 *db, const char *name, int frames)
+{
+    ckpt_t *ck = ctx;
+    uint32_t n = frames > 0 ? (uint32_t)frames : 0;
+    if (n < ck->frames)
+        ck->next = ck->every; /* the WAL was restarted */
+    ck->frames = n;
+    if (n >= ck->next) {
+        ck->next = n + ck->every;
+        pthread_mutex_lock(&ck->mu);
+        ck->want = true;
+        pthread_cond_broadcast(&ck->cv);
+        pthread_mutex_unlock(&ck->mu);
+    }
+    return SQLITE_OK;
+}
+
+/* Opens the checkpointer's connection and starts its thread. On failure
+ * the writer's connection keeps SQLite's automatic checkpoints. */
+static void ck_start(sq_t *q, const char *path, const store_config_t *cfg)
+{
+    ckpt_t *ck = &q->ck;
+    ck->every = cfg->checkpoint_frames;
+    ck->next = ck->every;
+    if (sqlite3_open_v2(path, &ck->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) !=
+            SQLITE_OK ||
+        exec_sql(ck->db, "PRAGMA synchronous=FULL", "checkpointer: synchronous=FULL") ||
+        exec_sql(ck->db, "PRAGMA cache_size=16", "checkpointer: cache_size") ||
+        /* the writer's connection, not this one, decides when */
+        sqlite3_wal_autocheckpoint(ck->db, 0) != SQLITE_OK)
+        goto fail;
+    sqlite3_busy_timeout(ck->db, cfg->busy_timeout_ms);
+    pthread_mutex_init(&ck->mu, NULL);
+    pthread_cond_init(&ck->cv, NULL);
+    if (pthread_create(&ck->thread, NULL, ck_main, ck) != 0) {
+        pthread_mutex_destroy(&ck->mu);
+        pthread_cond_destroy(&ck->cv);
+        goto fail;
+    }
+    pthread_setname_np(ck->thread, "roost-ckpt");
+    ck->started = true;
+    /* Replaces SQLite's automatic checkpoint on the writer's connection. */
+    sqlite3_wal_hook(q->db, ck_wal_hook, ck);
+    return;
+fail:
+    fprintf(stderr, "roost store (sqlite): no checkpointer thread; the writer checkpoints itself\n");
+    sqlite3_close(ck->db);
+    ck->db = NULL;
+}
+
+static void ck_stop(ckpt_t *ck)
+{
+    if (ck->started) {
+        pthread_mutex_lock(&ck->mu);
+        ck->stop = true;
+        pthread_cond_broadcast(&ck->cv);
+        pthread_mutex_unlock(&ck->mu);
+        pthread_join(ck->thread, NULL);
+        pthread_mutex_destroy(&ck->mu);
+        pthread_cond_destroy(&ck->cv);
+        ck->started = false;
+    }
+    /* Closed before the writer's connection, so that one is the last and
+     * checkpoints and removes the WAL as it closes. */
+    sqlite3_close(ck->db);
+    ck->db = NULL;
+}
+
+/* The writer enters or leaves a transaction (C3). */
+static void ck_enter(ckpt_t *ck)
+{
+    if (!ck->started)
+        return;
+    pthread_mutex_lock(&ck->mu);
+    if (ck->pause) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += PAUSE_MAX_MS / 1000;
+        until.tv_nsec += (long)(PAUSE_MAX_MS % 1000) * 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+        while (ck->pause && !ck->stop)
+            if (pthread_cond_timedwait(&ck->cv, &ck->mu, &until) == ETIMEDOUT)
+                break;
+    }
+    ck->in_txn = true;
+    pthread_mutex_unlock(&ck->mu);
+}
+
+static void ck_leave(ckpt_t *ck)
+{
+    if (!ck->started)
+        return;
+    pthread_mutex_lock(&ck->mu);
+    ck->in_txn = false;
+    if (ck->pause)
+        pthread_cond_broadcast(&ck->cv);
+    pthread_mutex_unlock(&ck->mu);
+}
+
 static void sq_close(void *be)
 {
     sq_t *q = be;
     if (!q)
         return;
+    ck_stop(&q->ck);
     seq_cache_clear(q);
     free(q->seqs);
     for (int i = 0; i < S__COUNT; i++)
@@ -400,6 +608,7 @@ static int sq_open(const store_config_t *cfg, void **out)
             goto fail;
         }
     }
+    ck_start(q, path, cfg);
     *out = q;
     return STORE_OK;
 fail:
@@ -416,7 +625,12 @@ fail:
 
 static int sq_begin(void *be)
 {
-    return run(be, S_BEGIN, "begin");
+    sq_t *q = be;
+    ck_enter(&q->ck);
+    int err = run(q, S_BEGIN, "begin");
+    if (err)
+        ck_leave(&q->ck);
+    return err;
 }
 
 static int sq_commit(void *be)
@@ -424,7 +638,9 @@ static int sq_commit(void *be)
     sq_t *q = be;
     int err = run(q, S_COMMIT, "commit");
     /* A failed COMMIT (SQLITE_FULL, SQLITE_IOERR) may leave the
-     * transaction open; store.c rolls it back. */
+     * transaction open; store.c rolls it back (and that ends it). */
+    if (!err)
+        ck_leave(&q->ck);
     return err;
 }
 
@@ -434,9 +650,9 @@ static void sq_rollback(void *be)
     /* Seqs counted in the transaction are undone with it, whether we or
      * SQLite roll it back. */
     seq_cache_clear(q);
-    if (sqlite3_get_autocommit(q->db))
-        return;  /* no transaction open (SQLite may have rolled it back itself) */
-    run(q, S_ROLLBACK, "rollback");
+    if (!sqlite3_get_autocommit(q->db)) /* else SQLite rolled it back itself */
+        run(q, S_ROLLBACK, "rollback");
+    ck_leave(&q->ck);
 }
 
 /* ---- Writes ----------------------------------------------------------------- */

@@ -616,6 +616,8 @@ int store_open(const store_config_t *cfg, store_t **out)
         c.max_backlog = 1000000;
     if (c.cache_kib == 0)
         c.cache_kib = 65536;
+    if (c.checkpoint_frames == 0)
+        c.checkpoint_frames = 1000;
     int err = make_dirs(c.data_dir);
     if (err)
         return err;

@@ -122,6 +122,9 @@ typedef struct store_config {
     uint32_t cache_kib;        /* the back end's page cache (SQLite: of the
                                   writer's connection), KiB; 0 = 65536.
                                   Memory is taken only as pages are used. */
+    uint32_t checkpoint_frames; /* SQLite: a background checkpoint every
+                                  this many WAL frames, a WAL restart at 8x
+                                  (sqlite.c "Checkpoints"); 0 = 1000 */
 } store_config_t;
 
 /* Opens (creating if needed) the store under cfg->data_dir, runs the
