@@ -174,7 +174,11 @@ typedef struct room {
 
     rq_t *qhead, *qtail;
     rq_t *inflight;         /* the group being written */
-    uint64_t write_ref;
+    uint64_t write_ref;     /* the write in flight: its call ref, or (direct
+                               submission) the ref its timeout carries */
+    store_req_t *write_req; /* direct submission: the request in flight, for
+                               recognising its answer only (not owned) */
+    uint64_t write_timer;   /* direct submission: its timeout */
     rt_buf_t *write_pub, *write_stored;
     bool paused;            /* backing off after a store failure */
     uint64_t retry_timer;
@@ -970,6 +974,7 @@ static void complete(room_t *r, rq_t *g, bool wrote)
 }
 
 static void pump(room_t *r);
+static void write_done(store_req_t *req, void *ctx);
 
 /* The group g could not be stored (err): back to the acknowledged state. */
 static void fail_group(room_t *r, rq_t *g, int err)
@@ -1059,11 +1064,38 @@ static void start_write(room_t *r, rq_t *g)
     r->write_stored = stored;
     backup_put(r, stored, room_state_version(r->st), NULL);
     store_req_t *req = NULL;
-    rt_pid_t store = rt_whereis("store");
     /* The store shares the buffer the backup got: no copy, and no parse
      * (room_state_dump made it from the object). */
     int rc = store_req_put_state_buf(&req, r->id, stored, ROOM_STATE_SCHEMA,
                                      room_state_version(r->st), room_state_ended(r->st));
+    store_t *st = room_config()->store;
+    if (rc == STORE_OK && st) {
+        /* Straight into the store's queue; the writer thread's answer
+         * comes back as ROOM__WRITTEN (write_done). The store process
+         * would only have passed it on both ways: two messages and two
+         * turns of one busy process per write. A timeout stands in for
+         * the call's (store.h: an answer that never comes means the
+         * state is unknown). */
+        rt_msg_t *tm = rt_msg_new(ROOM__WRITE_TIMEOUT);
+        RT_ASSERT(tm != NULL);
+        r->write_ref = tm->a = rt_make_ref();
+        r->write_req = req; /* taken by the submit: only compared from here on */
+        rc = store_submit(st, req, write_done, (void *)(uintptr_t)r->self);
+        if (rc == STORE_OK) {
+            r->write_timer = rt_send_after(room_config()->store_timeout_ms, r->self, tm);
+            r->inflight = g;
+            return;
+        }
+        store_req_free(req); /* not taken */
+        rt_msg_free(tm);
+        r->write_ref = 0;
+        r->write_req = NULL;
+        fprintf(stderr, "roost: room %s: cannot write its state: %s\n", r->id,
+                store_strerror(rc));
+        fail_group(r, g, ROOM_ESTORE);
+        return;
+    }
+    rt_pid_t store = rt_whereis("store");
     if (rc != STORE_OK || !store ||
         store_call(store, req, room_config()->store_timeout_ms, &r->write_ref) != RT_OK) {
         if (rc == STORE_OK && !store)
@@ -1099,9 +1131,34 @@ static void pump(room_t *r)
     }
 }
 
+/* Writer thread (store_done_fn): hands a completed direct write back to
+ * the RoomServer whose pid is ctx. If it is gone, the runtime drops the
+ * message and releases req. */
+static void write_done(store_req_t *req, void *ctx)
+{
+    rt_msg_t *m = rt_msg_new(ROOM__WRITTEN);
+    if (!m) {
+        /* The room's timeout fires and it restarts from its backup. */
+        fprintf(stderr, "roost: out of memory answering a room write\n");
+        store_req_free(req);
+        return;
+    }
+    rt_msg_set_data(m, &req->rc, RT_OWN_RC);
+    rt_send_msg((rt_pid_t)(uintptr_t)ctx, m);
+}
+
+/* The answer to the write in flight: a call's reply, or a ROOM__WRITTEN. */
 static void written(room_t *r, rt_msg_t *m)
 {
-    int rc = store_reply(m, NULL);
+    int rc;
+    if (m->kind == RT_MSG_REPLY) {
+        rc = store_reply(m, NULL);
+    } else {
+        rc = store_req_err((store_req_t *)m->data);
+        rt_cancel_timer(r->write_timer);
+        r->write_timer = 0;
+        r->write_req = NULL;
+    }
     if (rc == STORE_ETIMEOUT || rc == STORE_EUNAVAIL)
         /* It may still commit: what the store holds is unknown, so start
          * again from the backup (store.h). The group stays attached to
@@ -1527,7 +1584,7 @@ static void room_info(void *state, rt_msg_t *m)
     case RT_MSG_REPLY:
         if (m->ref == r->load_ref && r->load_ref)
             loaded(r, m);
-        else if (m->ref == r->write_ref && r->write_ref)
+        else if (m->ref == r->write_ref && r->write_ref && !r->write_req)
             written(r, m);
         else if (!room__media_info(r->media, m))
             return;
@@ -1585,11 +1642,24 @@ static void room_info(void *state, rt_msg_t *m)
             r->retry_timer = 0;
             r->paused = false;
             break;
+        case ROOM__WRITE_TIMEOUT:
+            if (!r->write_req || m->a != r->write_ref)
+                return;
+            /* As a timed-out call: the write may still commit, so the
+             * state is unknown; start again from the backup. */
+            rt_fail(rt_reason_fmt("room %s: store write %s", r->id,
+                                  store_strerror(STORE_ETIMEOUT)));
         default:
             return;
         }
         break;
     default:
+        if (m->tag == ROOM__WRITTEN && m->data && m->own == RT_OWN_RC) {
+            if (!r->write_req || m->data != (void *)&r->write_req->rc)
+                return; /* not the write in flight: cannot happen, ignored */
+            written(r, m);
+            break;
+        }
         if (!room__media_info(r->media, m))
             return;
         backup_runtime(r);

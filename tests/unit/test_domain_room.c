@@ -426,6 +426,108 @@ Test(domain_room, store_failure_refuses_the_change_and_keeps_the_state, .init = 
     rt_inbox_close(b);
 }
 
+/* A write the store never answers (the writer is held inside the batch
+ * past store_timeout_ms) is like a timed-out call: the state is unknown,
+ * so the RoomServer fails and restarts from its backup; the push is
+ * answered "unavailable", never "ok". Once the store moves again the
+ * restarted room takes changes. */
+typedef struct hold {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool armed, held, open;
+} hold_t;
+
+static hold_t hold = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false, false, false};
+
+static int hold_commit(void *ctx, store_fault_point_t p, const store_req_t *req)
+{
+    hold_t *h = ctx;
+    if (p != STORE_FP_COMMIT)
+        return 0;
+    pthread_mutex_lock(&h->mu);
+    if (h->armed) {
+        h->armed = false;
+        h->held = true;
+        pthread_cond_broadcast(&h->cv);
+        while (!h->open)
+            pthread_cond_wait(&h->cv, &h->mu);
+    }
+    pthread_mutex_unlock(&h->mu);
+    return 0;
+}
+
+static void setup_short_store_timeout(void)
+{
+    setup_with((room_config_t){.auto_create = true, .tick_ms = 20, .store_timeout_ms = 200});
+}
+
+Test(domain_room, an_unanswered_write_restarts_the_room, .init = setup_short_store_timeout)
+{
+    cr_assert_not_null(room_config()->store, "the rooms write to the store directly");
+    json_decref(create_room("t", 0, -1));
+    rt_inbox_t *a = rt_inbox_open(0);
+    cr_assert_eq(join("t", "alice", a), ROOM_OK);
+    uint64_t v = 0;
+    cr_assert_eq(status("t", "alice", a, "{\"n\":1}", &v), ROOM_OK);
+    rt_pid_t before = room_whereis("t");
+
+    hold.armed = true;
+    store_set_fault_hook(st, hold_commit, &hold);
+    /* Answered by the room's exit, once its timeout fired. */
+    cr_assert_eq(status("t", "alice", a, "{\"n\":2}", NULL), ROOM_EUNAVAIL);
+    pthread_mutex_lock(&hold.mu);
+    cr_assert(hold.held, "the write was held in the store");
+    hold.open = true;
+    pthread_cond_broadcast(&hold.cv);
+    pthread_mutex_unlock(&hold.mu);
+    store_set_fault_hook(st, NULL, NULL);
+
+    rt_pid_t after = server_of("t");
+    cr_assert(after && after != before, "a new RoomServer");
+    uint64_t v2 = 0;
+    cr_assert_eq(status("t", "alice", a, "{\"n\":3}", &v2), ROOM_OK);
+    cr_assert_gt(v2, v);
+    json_t *g = get_room("t");
+    cr_assert_eq(jint(json_object_get(participant(g, "alice"), "status"), "n"), 3);
+    json_decref(g);
+    json_t *ev = wait_events("t", "room_restarted", WAIT_MS);
+    char *types = event_types(ev);
+    cr_assert(strstr(types, "room_restarted"), "%s", types);
+    free(types);
+    json_decref(ev);
+    rt_inbox_close(a);
+}
+
+/* Without the store in the configuration, RoomServers write through the
+ * store process (store_call): the same acknowledgements, refusals and
+ * stored state. */
+static void setup_via_store_process(void)
+{
+    setup_with_store((room_config_t){.auto_create = true, .tick_ms = 20}, true);
+}
+
+Test(domain_room, writes_through_the_store_process, .init = setup_via_store_process)
+{
+    cr_assert_null(room_config()->store);
+    json_decref(create_room("sp", 0, -1));
+    rt_inbox_t *a = rt_inbox_open(0);
+    cr_assert_eq(join("sp", "alice", a), ROOM_OK);
+    uint64_t v1 = 0, v2 = 0;
+    cr_assert_eq(status("sp", "alice", a, "{\"n\":1}", &v1), ROOM_OK);
+    store_fail_next(st, STORE_FP_COMMIT, 1, STORE_EIO);
+    cr_assert_eq(status("sp", "alice", a, "{\"n\":2}", NULL), ROOM_ESTORE);
+    cr_assert_eq(status("sp", "alice", a, "{\"n\":3}", &v2), ROOM_OK);
+    cr_assert_eq(v2, v1 + 1);
+    json_t *row = stored_room("sp");
+    cr_assert_eq(jint(row, "version"), (json_int_t)v2);
+    cr_assert_eq(jint(json_object_get(participant(json_object_get(row, "state"), "alice"),
+                                      "status"),
+                      "n"),
+                 3);
+    json_decref(row);
+    rt_inbox_close(a);
+}
+
 Test(domain_room, a_disconnect_refused_by_the_store_is_retried, .init = setup_default)
 {
     json_decref(create_room("fr", 0, -1));
