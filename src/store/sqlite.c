@@ -50,6 +50,18 @@
  * kill -9 at any point is SQLite's own business: a checkpoint is crash
  * safe whichever connection runs it.
  *
+ * Commits and syncs (store.c "The syncer"). With synchronous=FULL SQLite
+ * fsyncs the WAL inside every COMMIT, so the writer waited for the disk
+ * before it could start the next batch. When the store runs a syncer,
+ * the writer's connection uses synchronous=NORMAL instead, which in WAL
+ * mode differs from FULL only by that one fsync at commit (SQLite still
+ * syncs the WAL's header when it starts the file over, and checkpoints
+ * sync both files), and sq_sync makes it up: fdatasync on a descriptor
+ * of the WAL file opened here (the same inode SQLite writes; checked
+ * before each sync, reopened if SQLite made a new file). A COMMIT's
+ * frames are written before it returns, so a sync that starts after it
+ * covers them. The store answers nothing before that sync returns.
+ *
  * Why synchronous=FULL and not NORMAL in WAL mode: with NORMAL, SQLite
  * fsyncs the WAL only when it checkpoints, not at each commit. A
  * committed transaction then survives a crash of the process (kill -9:
@@ -60,6 +72,7 @@
  * (store.c) shares among every request of a batch.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -67,7 +80,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <sqlite3.h>
 
@@ -223,6 +238,11 @@ typedef struct sq {
     sqlite3 *db;
     sqlite3_stmt *st[S__COUNT];
     ckpt_t ck;
+    /* sq_sync (syncer thread only, after open): the WAL file. */
+    char wal_path[4100];
+    int wal_fd;               /* -1: none */
+    dev_t wal_dev;
+    ino_t wal_ino;
     /* seq_cache: open addressing, linear probing, power-of-two size,
      * never more than half full. Writer thread only. */
     seq_ent_t *seqs;
@@ -533,11 +553,64 @@ static void ck_leave(ckpt_t *ck)
     pthread_mutex_unlock(&ck->mu);
 }
 
+/* ---- Syncs (see "Commits and syncs" at the top) --------------------------------- */
+
+/* (Re)opens the WAL file for sq_sync. */
+static int wal_open(sq_t *q)
+{
+    if (q->wal_fd >= 0)
+        close(q->wal_fd);
+    q->wal_fd = open(q->wal_path, O_RDWR | O_CLOEXEC);
+    struct stat sb;
+    if (q->wal_fd < 0 || fstat(q->wal_fd, &sb) != 0) {
+        fprintf(stderr, "roost store (sqlite): %s: %s\n", q->wal_path, strerror(errno));
+        if (q->wal_fd >= 0)
+            close(q->wal_fd);
+        q->wal_fd = -1;
+        return STORE_EIO;
+    }
+    q->wal_dev = sb.st_dev;
+    q->wal_ino = sb.st_ino;
+    return STORE_OK;
+}
+
+static int sq_sync(void *be)
+{
+    sq_t *q = be;
+    struct stat sb;
+    /* SQLite keeps its WAL file while a connection is open (it removes it
+     * only when the last one closes): a different file here would be a
+     * bug, but syncing the wrong file would lose acknowledged commits
+     * without a sound, so look before every sync. */
+    if (q->wal_fd < 0 || stat(q->wal_path, &sb) != 0 || sb.st_ino != q->wal_ino ||
+        sb.st_dev != q->wal_dev) {
+        int err = wal_open(q);
+        if (err)
+            return err;
+    }
+    if (fdatasync(q->wal_fd) != 0) {
+        int e = errno;
+        fprintf(stderr, "roost store (sqlite): fdatasync %s: %s\n", q->wal_path, strerror(e));
+        return e == ENOSPC || e == EDQUOT ? STORE_EFULL : STORE_EIO;
+    }
+    return STORE_OK;
+}
+
+static void sq_durable_commits(void *be, bool on)
+{
+    sq_t *q = be;
+    if (exec_sql(q->db, on ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL",
+                 "setting synchronous") != STORE_OK && !on)
+        fprintf(stderr, "roost store (sqlite): commits stay synchronous=FULL\n");
+}
+
 static void sq_close(void *be)
 {
     sq_t *q = be;
     if (!q)
         return;
+    if (q->wal_fd >= 0)
+        close(q->wal_fd);
     ck_stop(&q->ck);
     seq_cache_clear(q);
     free(q->seqs);
@@ -563,6 +636,7 @@ static int sq_open(const store_config_t *cfg, void **out)
     sq_t *q = calloc(1, sizeof *q);
     if (!q)
         return STORE_ENOMEM;
+    q->wal_fd = -1;
     /* NOMUTEX: the connection is used by one thread at a time (opened
      * here, then only by the writer thread), so SQLite's own locking is
      * not needed. */
@@ -609,6 +683,9 @@ static int sq_open(const store_config_t *cfg, void **out)
         }
     }
     ck_start(q, path, cfg);
+    /* The WAL file exists: migrate() wrote through it. */
+    snprintf(q->wal_path, sizeof q->wal_path, "%s-wal", path);
+    wal_open(q); /* on failure sq_sync fails too, and commits stay FULL */
     *out = q;
     return STORE_OK;
 fail:
@@ -873,6 +950,8 @@ const store_backend_t store_sqlite_backend = {
     .begin = sq_begin,
     .commit = sq_commit,
     .rollback = sq_rollback,
+    .sync = sq_sync,
+    .durable_commits = sq_durable_commits,
     .put_state = sq_put_state,
     .mark_ended = sq_mark_ended,
     .append_event = sq_append_event,
