@@ -1253,6 +1253,12 @@ static void restore(room_t *r, room_restore_t *rs)
                           json_is_true(json_object_get(rtj, "created"));
     json_t *users = json_object_get(rtj, "users");
     int64_t now = room_wall_ms();
+    /* Whether the runtime the backup holds must be replaced. Handed over
+     * by the previous RoomServer and taken as it is, it need not: the
+     * backup has exactly what a dump would give (members, refs, grace
+     * deadlines), and a thousand rooms restarting at once were each
+     * dumping and handing it back for nothing. */
+    bool changed = !rtj || rs->origin != ROOM_FROM_BACKUP;
     const char *user;
     json_t *p;
     json_object_foreach(json_object_get(r->st, "participants"), user, p) {
@@ -1274,22 +1280,27 @@ static void restore(room_t *r, room_restore_t *rs)
             const char *ref = json_string_value(json_object_get(x, "ref"));
             u->present = true;
             u->joined_at = room_state_int(p, "joined_at");
-            if (ref)
+            if (ref) {
                 snprintf(u->ref, sizeof u->ref, "%s", ref);
-            else
+            } else {
                 new_ref(r, u);
+                changed = true;
+            }
             if (!u->nmembers) {
                 u->presumed = true;
                 start_grace(r, u, r->grace_ms);
+                changed = true;
             }
         } else {
             start_grace(r, u, grace_at > 0 ? grace_at - now : r->grace_ms);
+            changed |= grace_at <= 0;
         }
     }
     if (r->media)
         room__media_restore(r->media, json_object_get(rtj, "media"));
     json_decref(rtj);
-    r->runtime_dirty = true;
+    /* member_add marked it dirty; only a real difference counts. */
+    r->runtime_dirty = changed;
     if (rs->crash) {
         record_reason(r, "room_restarted", NULL, rs->crash->text);
         room__count(ROOM__STAT_RESTARTS, 1);

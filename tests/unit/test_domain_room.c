@@ -506,6 +506,22 @@ static void setup_via_store_process(void)
     setup_with_store((room_config_t){.auto_create = true, .tick_ms = 20}, true);
 }
 
+/* Fails the next write of a state of room `ctx` (not a history event
+ * that happens to be committed first). */
+static atomic_int fail_state_writes;
+
+static int fail_state_of(void *ctx, store_fault_point_t p, const store_req_t *req)
+{
+    if (p != STORE_FP_WRITE || store_req_op(req) != STORE_OP_PUT_STATE ||
+        strcmp(store_req_room(req), ctx) != 0)
+        return 0;
+    int n = atomic_load(&fail_state_writes);
+    while (n > 0)
+        if (atomic_compare_exchange_weak(&fail_state_writes, &n, n - 1))
+            return STORE_EIO;
+    return 0;
+}
+
 Test(domain_room, writes_through_the_store_process, .init = setup_via_store_process)
 {
     cr_assert_null(room_config()->store);
@@ -514,8 +530,10 @@ Test(domain_room, writes_through_the_store_process, .init = setup_via_store_proc
     cr_assert_eq(join("sp", "alice", a), ROOM_OK);
     uint64_t v1 = 0, v2 = 0;
     cr_assert_eq(status("sp", "alice", a, "{\"n\":1}", &v1), ROOM_OK);
-    store_fail_next(st, STORE_FP_COMMIT, 1, STORE_EIO);
+    atomic_store(&fail_state_writes, 1);
+    store_set_fault_hook(st, fail_state_of, "sp");
     cr_assert_eq(status("sp", "alice", a, "{\"n\":2}", NULL), ROOM_ESTORE);
+    store_set_fault_hook(st, NULL, NULL);
     cr_assert_eq(status("sp", "alice", a, "{\"n\":3}", &v2), ROOM_OK);
     cr_assert_eq(v2, v1 + 1);
     json_t *row = stored_room("sp");
@@ -599,6 +617,72 @@ Test(domain_room, crash_restarts_from_the_backup_with_members, .init = setup_def
     json_decref(before);
     json_decref(after);
     rt_inbox_close(a);
+}
+
+/* The presence_state a join would get, through a viewer (who adds
+ * nobody to presence): the participants' metas with their refs. */
+static json_t *presence_via_viewer(const char *id, rt_inbox_t *v)
+{
+    rt_pid_t p = server_of(id);
+    room_addr_t a = {.pid = rt_inbox_pid(v), .tag = DELIVER_TAG, .word = 9};
+    rt_msg_t *reply = NULL;
+    cr_assert_eq(call(p, room_req_join("watcher", ROOM_VIEWER, a), &reply), ROOM_OK);
+    const room_view_t *view = room_reply_view(reply);
+    json_t *j = json_loadb(view->presence->data, view->presence->len, 0, NULL);
+    rt_msg_free(reply);
+    cr_assert_not_null(j);
+    return j;
+}
+
+static rt_pid_t crash_and_wait(const char *id, const char *reason)
+{
+    rt_pid_t old = room_whereis(id);
+    rt_reason_t *why = rt_reason_new(reason);
+    rt_exit(old, why);
+    rt_reason_release(why);
+    rt_pid_t fresh = RT_NOPID;
+    for (int i = 0; i < 2000 && (!fresh || fresh == old); i++) {
+        fresh = room_whereis(id);
+        sleep_ms(2);
+    }
+    cr_assert(fresh && fresh != old, "a new RoomServer");
+    return fresh;
+}
+
+/* A restarted RoomServer takes the runtime (members, presence refs) from
+ * its backup and, when nothing in it changed, does not hand it back: a
+ * second crash right after the first must still find everything. */
+Test(domain_room, crashes_in_a_row_keep_members_and_presence, .init = setup_default)
+{
+    json_decref(create_room("cc", 0, -1));
+    rt_inbox_t *a = rt_inbox_open(0), *b = rt_inbox_open(0), *v = rt_inbox_open(0);
+    cr_assert_eq(join("cc", "alice", a), ROOM_OK);
+    cr_assert_eq(join("cc", "bob", b), ROOM_OK);
+    json_t *p0 = presence_via_viewer("cc", v);
+    cr_assert_eq(json_object_size(p0), 2);
+    json_t *before = get_room("cc");
+
+    crash_and_wait("cc", "first");
+    crash_and_wait("cc", "second");
+    json_t *p2 = presence_via_viewer("cc", v);
+    cr_assert(json_equal(p0, p2), "the same metas and refs:\n%s\n%s", json_dumps(p0, 0),
+              json_dumps(p2, 0));
+    json_t *after = get_room("cc");
+    cr_assert(json_equal(json_object_get(before, "participants"),
+                         json_object_get(after, "participants")));
+
+    /* Both connections are still members: alice pushes, bob's loss is seen. */
+    cr_assert_eq(status("cc", "alice", a, "{\"k\":1}", NULL), ROOM_OK);
+    rt_inbox_close(b);
+    json_t *s = wait_connected("cc", "bob", "false", WAIT_MS);
+    cr_assert_not_null(s, "bob's connection was still monitored after two restarts");
+    json_decref(s);
+    json_decref(p0);
+    json_decref(p2);
+    json_decref(before);
+    json_decref(after);
+    rt_inbox_close(a);
+    rt_inbox_close(v);
 }
 
 Test(domain_room, grace_then_leave_and_phx_leave_at_once)
