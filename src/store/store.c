@@ -650,7 +650,7 @@ int store_open(const store_config_t *cfg, store_t **out)
     if (c.cache_kib == 0)
         c.cache_kib = 65536;
     if (c.checkpoint_frames == 0)
-        c.checkpoint_frames = 1000;
+        c.checkpoint_frames = 8000;
     int err = make_dirs(c.data_dir);
     if (err)
         return err;

@@ -130,8 +130,8 @@ typedef struct store_config {
                                   writer's connection), KiB; 0 = 65536.
                                   Memory is taken only as pages are used. */
     uint32_t checkpoint_frames; /* SQLite: a background checkpoint every
-                                  this many WAL frames, a WAL restart at 8x
-                                  (sqlite.c "Checkpoints"); 0 = 1000 */
+                                  this many WAL frames, a WAL restart at 2x
+                                  (sqlite.c "Checkpoints"); 0 = 8000 */
 } store_config_t;
 
 /* Opens (creating if needed) the store under cfg->data_dir, runs the

@@ -674,5 +674,13 @@ void web_api_rooms_metrics(net_http_buf_t *b)
                "Of which events and call records.", ss.backlog_history);
         metric(b, "roost_store_commit_milliseconds_total", "counter",
                "Time spent committing.", ss.commit_ns / 1000000ULL);
+        metric(b, "roost_store_syncs_total", "counter",
+               "Syncs of the WAL by the syncer thread (each covers every commit before it).",
+               ss.syncs);
+        metric(b, "roost_store_sync_milliseconds_total", "counter", "Time spent syncing.",
+               ss.sync_ns / 1000000ULL);
+        metric(b, "roost_store_stopped", "gauge",
+               "1 once a sync failed: every write is refused until a restart.",
+               ss.failed_stop ? 1 : 0);
     }
 }
