@@ -79,6 +79,7 @@
 
 #include "domain/history.h"
 #include "domain/map.h"
+#include "domain/rjson.h"
 #include "domain/room.h"
 #include "domain/room_internal.h"
 #include "domain/state.h"
@@ -283,10 +284,11 @@ static rq_t *rq_new(int kind)
 
 static void record(room_t *r, const char *type, const char *user, json_t *data)
 {
-    char *js = data ? json_dumps(data, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+    rt_buf_t *js = data ? room_json_dump(data, 64) : NULL;
     json_decref(data);
-    history_record(r->id, room_wall_ms(), type, user, js);
-    free(js);
+    history_record(r->id, room_wall_ms(), type, user, js ? js->data : NULL);
+    if (js)
+        rt_buf_release(js);
 }
 
 /* The same with data already serialised (text: JSON or NULL). */
@@ -418,7 +420,7 @@ static void presence_leave(room_t *r, urt_t *u)
 /* j (taken) as text. */
 static rt_buf_t *dump_to_buf(json_t *j)
 {
-    rt_buf_t *b = room_json_buf(j, 256);
+    rt_buf_t *b = room_json_dump(j, 256);
     json_decref(j);
     RT_ASSERT(b != NULL);
     return b;
@@ -666,7 +668,7 @@ static void apply_status(room_t *r, rq_t *q)
         reply_err(r, q, ROOM_ENOTMEMBER);
         return;
     }
-    json_t *patch = json_loadb(tr->text, tr->len, 0, NULL);
+    json_t *patch = room_json_load(tr->text, tr->len, 0);
     /* q->note: the new status as text, for history (the merge measures
      * it anyway). */
     int rc = json_is_object(patch)
@@ -986,7 +988,7 @@ static void fail_group(room_t *r, rq_t *g, int err)
     r->write_pub = r->write_stored = NULL;
     json_decref(r->st);
     json_decref(r->seen);
-    r->st = json_loadb(r->stored->data, r->stored->len, 0, NULL);
+    r->st = room_json_load(r->stored->data, r->stored->len, 0);
     RT_ASSERT(r->st && room_state_split_seen(r->st, &r->seen) == ROOM_OK);
     room_state_set_viewers(r->st, r->viewers);
     r->nconn = r->nconn_acked;
@@ -1237,7 +1239,11 @@ static uint64_t hex(const char *s)
 static void restore(room_t *r, room_restore_t *rs)
 {
     room_snap_t *snap = rs->snap;
-    r->st = json_loadb(snap->state->data, snap->state->len, 0, NULL);
+    /* Our own texts (the state as the last RoomServer or the store gave
+     * it, the runtime as the last one dumped it): rjson's reader, ~5x
+     * cheaper than json_loadb, and 1,000 rooms restarting at once each
+     * read both. */
+    r->st = room_json_load(snap->state->data, snap->state->len, 0);
     if (!r->st || room_state_check(r->st) != ROOM_OK)
         rt_fail(rt_reason_fmt("room %s: unreadable state", r->id));
     RT_ASSERT(room_state_split_seen(r->st, &r->seen) == ROOM_OK);
@@ -1247,7 +1253,7 @@ static void restore(room_t *r, room_restore_t *rs)
     r->nconn = r->nconn_acked = room_state_count_connected(r->st);
     r->ending = room_state_ended(r->st);
 
-    json_t *rtj = snap->runtime ? json_loadb(snap->runtime->data, snap->runtime->len, 0, NULL)
+    json_t *rtj = snap->runtime ? room_json_load(snap->runtime->data, snap->runtime->len, 0)
                                 : NULL;
     r->created_recorded = rs->origin == ROOM_FROM_STORE ||
                           json_is_true(json_object_get(rtj, "created"));

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "domain/rjson.h"
 #include "domain/room.h"
 
 int64_t room_wall_ms(void)
@@ -175,179 +176,6 @@ int room_state_split_seen(json_t *st, json_t **seen)
 
 /* ---- dumping --------------------------------------------------------------------- */
 
-/* A buffer being filled by json_dump_callback: an rt_buf_t not shared
- * yet, grown with realloc. */
-typedef struct grow {
-    rt_buf_t *b;
-    size_t cap;   /* bytes of b->data, the NUL excluded */
-} grow_t;
-
-static void buf_free(rt_rc_t *rc)
-{
-    free(RT_CONTAINER_OF(rc, rt_buf_t, rc));
-}
-
-static bool grow_init(grow_t *g, size_t cap)
-{
-    g->cap = cap < 256 ? 256 : cap;
-    g->b = malloc(sizeof *g->b + g->cap + 1);
-    if (!g->b)
-        return false;
-    rt_rc_init(&g->b->rc, buf_free);
-    g->b->len = 0;
-    return true;
-}
-
-static int grow_put(const char *data, size_t n, void *ctx)
-{
-    grow_t *g = ctx;
-    if (g->b->len + n > g->cap) {
-        size_t cap = g->cap * 2;
-        while (cap < g->b->len + n)
-            cap *= 2;
-        rt_buf_t *nb = realloc(g->b, sizeof *nb + cap + 1);
-        if (!nb)
-            return -1;
-        g->b = nb;
-        g->cap = cap;
-    }
-    memcpy(g->b->data + g->b->len, data, n);
-    g->b->len += n;
-    return 0;
-}
-
-/* The finished buffer, trimmed to its length, NUL-terminated. */
-static rt_buf_t *grow_done(grow_t *g)
-{
-    if (g->cap > g->b->len + 64) {
-        rt_buf_t *nb = realloc(g->b, sizeof *nb + g->b->len + 1);
-        if (nb)
-            g->b = nb;
-    }
-    g->b->data[g->b->len] = '\0';
-    return g->b;
-}
-
-/* The serialiser. jansson's json_dump_callback guards every object and
- * array against cycles by formatting its address with snprintf("%p")
- * and adding it to a hash table (an allocation and a free per
- * container), and formats every integer with snprintf: for a room state
- * of a few hundred bytes that came to ~60,000 instructions, half of what
- * a whole status change cost. This writer produces the same bytes as
- * json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY) (test_domain_state
- * compares them) without either: a room state has no cycles (jansson
- * itself refuses to build one through json_object_set), and integers are
- * formatted by hand. Strings are valid UTF-8 (jansson checks them when
- * they are made), so they are copied as they are and only '"', '\\' and
- * control characters are escaped, as jansson does. Reals are rare
- * (a client's status may carry one) and are left to jansson. */
-static int put_str(grow_t *g, const char *s, size_t n)
-{
-    static const char hex[] = "0123456789ABCDEF";
-    if (grow_put("\"", 1, g) != 0)
-        return -1;
-    const char *run = s, *end = s + n;
-    for (; s < end; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c >= 0x20 && c != '"' && c != '\\')
-            continue;
-        if (grow_put(run, (size_t)(s - run), g) != 0)
-            return -1;
-        run = s + 1;
-        char e[6] = {'\\', 0, 0, 0, 0, 0};
-        size_t el = 2;
-        switch (c) {
-        case '"': e[1] = '"'; break;
-        case '\\': e[1] = '\\'; break;
-        case '\b': e[1] = 'b'; break;
-        case '\f': e[1] = 'f'; break;
-        case '\n': e[1] = 'n'; break;
-        case '\r': e[1] = 'r'; break;
-        case '\t': e[1] = 't'; break;
-        default:
-            e[1] = 'u';
-            e[2] = '0';
-            e[3] = '0';
-            e[4] = hex[c >> 4];
-            e[5] = hex[c & 15];
-            el = 6;
-        }
-        if (grow_put(e, el, g) != 0)
-            return -1;
-    }
-    if (grow_put(run, (size_t)(s - run), g) != 0)
-        return -1;
-    return grow_put("\"", 1, g);
-}
-
-static int put_int(grow_t *g, json_int_t v)
-{
-    char buf[24], *p = buf + sizeof buf;
-    /* Negated as unsigned: -INT64_MIN does not fit in a signed one. */
-    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
-    do {
-        *--p = (char)('0' + u % 10);
-        u /= 10;
-    } while (u);
-    if (v < 0)
-        *--p = '-';
-    return grow_put(p, (size_t)(buf + sizeof buf - p), g);
-}
-
-static int put_value(grow_t *g, const json_t *j)
-{
-    switch (json_typeof(j)) {
-    case JSON_OBJECT: {
-        if (grow_put("{", 1, g) != 0)
-            return -1;
-        bool first = true;
-        for (void *it = json_object_iter((json_t *)j); it;
-             it = json_object_iter_next((json_t *)j, it)) {
-            if ((!first && grow_put(",", 1, g) != 0) ||
-                put_str(g, json_object_iter_key(it), json_object_iter_key_len(it)) != 0 ||
-                grow_put(":", 1, g) != 0 || put_value(g, json_object_iter_value(it)) != 0)
-                return -1;
-            first = false;
-        }
-        return grow_put("}", 1, g);
-    }
-    case JSON_ARRAY: {
-        if (grow_put("[", 1, g) != 0)
-            return -1;
-        size_t n = json_array_size(j);
-        for (size_t i = 0; i < n; i++)
-            if ((i && grow_put(",", 1, g) != 0) || put_value(g, json_array_get(j, i)) != 0)
-                return -1;
-        return grow_put("]", 1, g);
-    }
-    case JSON_STRING:
-        return put_str(g, json_string_value(j), json_string_length(j));
-    case JSON_INTEGER:
-        return put_int(g, json_integer_value(j));
-    case JSON_REAL:
-        return json_dump_callback(j, grow_put, g, JSON_COMPACT | JSON_ENCODE_ANY);
-    case JSON_TRUE:
-        return grow_put("true", 4, g);
-    case JSON_FALSE:
-        return grow_put("false", 5, g);
-    case JSON_NULL:
-        return grow_put("null", 4, g);
-    }
-    return -1;
-}
-
-rt_buf_t *room_json_buf(const json_t *j, size_t hint)
-{
-    grow_t g;
-    if (!j || !grow_init(&g, hint))
-        return NULL;
-    if (put_value(&g, j) != 0) {
-        free(g.b);
-        return NULL;
-    }
-    return grow_done(&g);
-}
-
 /* Both forms come from one serialisation of st: the stored form is the
  * public one with its closing brace replaced by ,"seen":<seen>}, and the
  * public form is a copy of its first part. (The sizes used to be
@@ -356,34 +184,38 @@ rt_buf_t *room_json_buf(const json_t *j, size_t hint)
 int room_state_dump(const json_t *st, const json_t *seen, rt_buf_t **pub, rt_buf_t **stored)
 {
     static const char key[] = ",\"seen\":";
-    grow_t g;
-    if (!grow_init(&g, 512))
+    room_json_out_t o;
+    if (!json_is_object(st) || !room_json_out_init(&o, 512))
         return ROOM_ENOMEM;
-    if (!json_is_object(st) || put_value(&g, st) != 0)
-        goto fail;
-    size_t plen = g.b->len;
+    room_json_out_value(&o, st);
+    size_t plen = room_json_out_len(&o);
     rt_buf_t *p = NULL;
-    if (pub && !(p = rt_buf_new(g.b->data, plen)))
-        goto fail;
-    if (!stored) {
-        free(g.b);
-        *pub = p;
-        return ROOM_OK;
+    if (pub && plen && !(p = rt_buf_new(o.b->data, plen)))
+        o.failed = true;
+    if (stored) {
+        room_json_out_unput(&o, 1); /* the closing brace */
+        room_json_out_raw(&o, key, sizeof key - 1);
+        if (seen)
+            room_json_out_value(&o, seen);
+        else
+            o.failed = true;
+        room_json_out_raw(&o, "}", 1);
     }
-    g.b->len--; /* the closing brace */
-    if (!seen || grow_put(key, sizeof key - 1, &g) != 0 || put_value(&g, seen) != 0 ||
-        grow_put("}", 1, &g) != 0) {
+    rt_buf_t *s = room_json_out_done(&o);
+    if (!s || (pub && !p)) {
         if (p)
             rt_buf_release(p);
-        goto fail;
+        if (s)
+            rt_buf_release(s);
+        return ROOM_ENOMEM;
     }
-    *stored = grow_done(&g);
+    if (stored)
+        *stored = s;
+    else
+        rt_buf_release(s);
     if (pub)
         *pub = p;
     return ROOM_OK;
-fail:
-    free(g.b);
-    return ROOM_ENOMEM;
 }
 
 /* ---- reading ---------------------------------------------------------------------- */

@@ -56,14 +56,12 @@ int room_state_check(const json_t *st);
 int room_state_split_seen(json_t *st, json_t **seen);
 
 /* The public text (dump of st) and the stored text (public + "seen"), as
- * refcounted buffers, from one serialisation of st. Either out pointer
- * may be NULL when that form is not wanted (seen is then not needed for
- * a NULL stored). Returns ROOM_OK or ROOM_ENOMEM (nothing made). */
+ * refcounted buffers, from one serialisation of st (room_json_dump's
+ * writer, domain/rjson.h): the stored form is the public one with its
+ * closing brace replaced by ,"seen":<seen>}. Either out pointer may be
+ * NULL when that form is not wanted (seen is then not needed for a NULL
+ * stored). Returns ROOM_OK or ROOM_ENOMEM (nothing made). */
 int room_state_dump(const json_t *st, const json_t *seen, rt_buf_t **pub, rt_buf_t **stored);
-
-/* Any JSON value as compact text in a refcounted buffer, serialised
- * once straight into it (hint: a guess at the size); NULL on ENOMEM. */
-rt_buf_t *room_json_buf(const json_t *j, size_t hint);
 
 /* ---- Reading ---------------------------------------------------------------- */
 const char *room_state_id(const json_t *st);

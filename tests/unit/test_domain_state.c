@@ -13,6 +13,7 @@
 
 #include <jansson.h>
 
+#include "domain/rjson.h"
 #include "domain/room.h"
 #include "domain/state.h"
 
@@ -137,7 +138,7 @@ Test(domain_state, status_merge_returns_the_text_it_measured)
     json_decref(st);
 }
 
-/* room_json_buf (and so room_state_dump) writes the bytes jansson's
+/* room_json_dump (and so room_state_dump) writes the bytes jansson's
  * json_dumps(JSON_COMPACT | JSON_ENCODE_ANY) writes, for every kind of
  * value a client's status can bring: escapes, control characters, NUL
  * inside strings and keys, UTF-8, integer extremes, reals, nesting. */
@@ -145,7 +146,7 @@ static void same_as_jansson(json_t *j)
 {
     char *want = json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY);
     cr_assert_not_null(want);
-    rt_buf_t *b = room_json_buf(j, 1); /* a tiny first guess: it must grow */
+    rt_buf_t *b = room_json_dump(j, 1); /* a tiny first guess: it must grow */
     cr_assert_not_null(b);
     cr_assert_eq(b->len, strlen(want), "length of %s", want);
     cr_assert_str_eq(b->data, want);
@@ -207,6 +208,140 @@ Test(domain_state, the_serialiser_writes_what_jansson_writes)
     json_decref(ord);
     json_decref(n);
     json_decref(o);
+}
+
+/* ---- room_json_load against json_loadb ----------------------------------------
+ * The same verdict (refused or not) and, when accepted, equal values, for
+ * hand-written cases, values generated and written by jansson in all its
+ * output styles, and many random mutations of both (a small fuzzer with a
+ * fixed seed, so a failure is reproducible). */
+
+static void same_verdict(const char *text, size_t len, size_t flags)
+{
+    json_error_t err;
+    json_t *want = json_loadb(text, len, flags, &err);
+    json_t *got = room_json_load(text, len, flags);
+    cr_assert_eq(got != NULL, want != NULL, "%s by jansson (%s), %s here: %.*s",
+                 want ? "accepted" : "refused", want ? "" : err.text,
+                 got ? "accepted" : "refused", (int)len, text);
+    if (want)
+        cr_assert(json_equal(want, got), "different values for %.*s", (int)len, text);
+    json_decref(want);
+    json_decref(got);
+}
+
+static const char *const load_cases[] = {
+    "{}", "[]", " { } ", "\t[\n]\r\n", "{\"a\":1}", "[1,2,3]", "[-0]", "[-0.0]", "[0]", "[01]",
+    "[1.]", "[.5]", "[+1]", "[-]", "[1e5]", "[1E+5]", "[1e-5]", "[1.5e300]", "[1e400]",
+    "[-1e400]", "[1e-400]", "[123456789012345678]", "[9223372036854775807]",
+    "[9223372036854775808]", "[-9223372036854775808]", "[-9223372036854775809]",
+    "[99999999999999999999999]", "[0.1]", "[3.0]", "[1e]", "[1e+]", "[2.5E-3]",
+    "[true,false,null]", "[tru]", "[truex]", "[nul]", "[\"a\\\"b\\\\c\\/d\\b\\f\\n\\r\\t\"]",
+    "[\"\\u0041\\u00e9\\u20AC\"]", "[\"\\ud83c\\udfa4\"]", "[\"\\ud83c\"]", "[\"\\udfa4\"]",
+    "[\"\\ud83c\\u0041\"]", "[\"\\u0000\"]", "[\"\\u12\"]", "[\"\\x41\"]", "[\"\\\"]",
+    "[\"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x8e\xa4\"]", "[\"\xc3\"]", "[\"\xc0\xaf\"]",
+    "[\"\xed\xa0\x80\"]", "[\"\xf4\x90\x80\x80\"]", "[\"\xff\"]", "[\"\x7f\"]",
+    "[\"tab\there\"]", "[\"a\nb\"]", "{\"a\":1,\"a\":2}", "{\"a\":1,}", "[1,]", "[,1]",
+    "{\"a\" 1}", "{a:1}", "{\"a\":}", "{\"a\":1 \"b\":2}", "[1 2]", "[[[[]]]]",
+    "{\"k\":{\"k\":{\"k\":[{}]}}}", "[\"\"]", "{\"\":\"\"}", "1", "\"s\"", "true", "null",
+    "", " ", "[", "]", "{", "}", "[]]", "[][]", "{} x", "\xef\xbb\xbf{}",
+    "{\"id\":\"r1\",\"status\":\"waiting\",\"version\":7,\"created_at\":1700000000000,"
+    "\"participants\":{\"alice\":{\"connected\":true,\"joined_at\":1700000000123,"
+    "\"status\":{\"muted\":true}}},\"seen\":{\"alice\":1700000000123}}",
+};
+
+/* Deterministic pseudo-random numbers (xorshift). */
+static uint64_t rng = 0x9e3779b97f4a7c15ull;
+static uint64_t rnd(void)
+{
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return rng;
+}
+
+static json_t *gen(int depth)
+{
+    static const char *const strs[] = {"", "a", "caf\xc3\xa9", "\"q\"", "back\\slash", "\n\t\x01",
+                                       "\xf0\x9f\x8e\xa4", "/", "long string with spaces"};
+    switch (rnd() % (depth > 3 ? 6 : 8)) {
+    case 0: return json_integer((json_int_t)(rnd() % 2000001) - 1000000);
+    case 1: return json_integer((json_int_t)rnd());
+    case 2: return json_real((double)(int64_t)(rnd() % 100000) / 64.0 - 700.5);
+    case 3: return json_string(strs[rnd() % (sizeof strs / sizeof strs[0])]);
+    case 4: return rnd() % 2 ? json_true() : json_false();
+    case 5: return json_null();
+    case 6: {
+        json_t *a = json_array();
+        for (int i = (int)(rnd() % 5); i > 0; i--)
+            json_array_append_new(a, gen(depth + 1));
+        return a;
+    }
+    default: {
+        json_t *o = json_object();
+        for (int i = (int)(rnd() % 5); i > 0; i--) {
+            char k[16];
+            snprintf(k, sizeof k, "k%u", (unsigned)(rnd() % 7));
+            json_object_set_new(o, k, gen(depth + 1));
+        }
+        return o;
+    }
+    }
+}
+
+Test(domain_state, the_reader_agrees_with_jansson)
+{
+    for (size_t i = 0; i < sizeof load_cases / sizeof load_cases[0]; i++) {
+        same_verdict(load_cases[i], strlen(load_cases[i]), 0);
+        same_verdict(load_cases[i], strlen(load_cases[i]), JSON_DECODE_ANY);
+    }
+    /* A NUL byte inside a string and outside. */
+    same_verdict("[\"a\0b\"]", 7, 0);
+    same_verdict("[1]\0", 4, 0);
+    /* Nesting: 2048 levels are read, 2049 are not. */
+    char *deep = malloc(2 * 2049 + 1);
+    for (int n = 2048; n <= 2049; n++) {
+        memset(deep, '[', (size_t)n);
+        memset(deep + n, ']', (size_t)n);
+        same_verdict(deep, 2 * (size_t)n, 0);
+    }
+    free(deep);
+
+    /* Generated values in every output style jansson has, then mutated. */
+    static const size_t styles[] = {JSON_COMPACT, JSON_INDENT(2), JSON_ENSURE_ASCII,
+                                    JSON_ESCAPE_SLASH | JSON_COMPACT, 0};
+    size_t mutated = 0;
+    for (int round = 0; round < 400; round++) {
+        json_t *v = gen(0);
+        for (size_t k = 0; k < sizeof styles / sizeof styles[0]; k++) {
+            char *text = json_dumps(v, styles[k] | JSON_ENCODE_ANY);
+            cr_assert_not_null(text);
+            size_t len = strlen(text);
+            json_t *back = room_json_load(text, len, JSON_DECODE_ANY);
+            cr_assert(json_equal(v, back), "read back: %s", text);
+            json_decref(back);
+            same_verdict(text, len, 0);
+            /* Mutations: replace, delete or insert a byte. */
+            for (int m = 0; m < 6 && len; m++) {
+                static const char bytes[] = "{}[],:\"\\/0-.eEu \x01\xc3\xa9\xff\x7f" "tfn";
+                char *t = malloc(len + 2);
+                memcpy(t, text, len + 1);
+                size_t at = rnd() % len, tl = len;
+                char c = bytes[rnd() % (sizeof bytes - 1)];
+                switch (rnd() % 3) {
+                case 0: t[at] = c; break;
+                case 1: memmove(t + at, t + at + 1, len - at); tl--; break;
+                default: memmove(t + at + 1, t + at, len - at + 1); t[at] = c; tl++; break;
+                }
+                same_verdict(t, tl, JSON_DECODE_ANY);
+                mutated++;
+                free(t);
+            }
+            free(text);
+        }
+        json_decref(v);
+    }
+    cr_assert_gt(mutated, 5000);
 }
 
 Test(domain_state, settle_waiting_active_ended_and_started_at)
