@@ -32,7 +32,8 @@
  *
  * Any thread; nothing shared. Ownership: room_json_dump returns a new
  * buffer (refs = 1), room_json_load a new reference; both NULL on
- * ENOMEM or, for load, on invalid text.
+ * ENOMEM or, for load, on invalid text. The reader's input may come from
+ * anywhere (it is fuzzed: fuzz/fuzz_rjson.c).
  */
 #ifndef ROOST_DOMAIN_RJSON_H
 #define ROOST_DOMAIN_RJSON_H
@@ -49,8 +50,10 @@
 rt_buf_t *room_json_dump(const json_t *j, size_t hint);
 
 /* len bytes of text parsed; flags 0 (an object or an array) or
- * JSON_DECODE_ANY (any value). */
-json_t *room_json_load(const char *text, size_t len, size_t flags);
+ * JSON_DECODE_ANY (any value). NULL: refused, or out of memory (then
+ * *nomem, if given, is true). In domain/rjson_read.c, which needs only
+ * jansson (no runtime): the web layer reads client frames with it too. */
+json_t *room_json_load(const char *text, size_t len, size_t flags, bool *nomem);
 
 /* Building a buffer from pieces (room_state_dump appends ,"seen":{...}
  * to the state). An out that failed stays failed; done gives NULL then. */

@@ -668,7 +668,7 @@ static void apply_status(room_t *r, rq_t *q)
         reply_err(r, q, ROOM_ENOTMEMBER);
         return;
     }
-    json_t *patch = room_json_load(tr->text, tr->len, 0);
+    json_t *patch = room_json_load(tr->text, tr->len, 0, NULL);
     /* q->note: the new status as text, for history (the merge measures
      * it anyway). */
     int rc = json_is_object(patch)
@@ -988,7 +988,7 @@ static void fail_group(room_t *r, rq_t *g, int err)
     r->write_pub = r->write_stored = NULL;
     json_decref(r->st);
     json_decref(r->seen);
-    r->st = room_json_load(r->stored->data, r->stored->len, 0);
+    r->st = room_json_load(r->stored->data, r->stored->len, 0, NULL);
     RT_ASSERT(r->st && room_state_split_seen(r->st, &r->seen) == ROOM_OK);
     room_state_set_viewers(r->st, r->viewers);
     r->nconn = r->nconn_acked;
@@ -1243,7 +1243,7 @@ static void restore(room_t *r, room_restore_t *rs)
      * it, the runtime as the last one dumped it): rjson's reader, ~5x
      * cheaper than json_loadb, and 1,000 rooms restarting at once each
      * read both. */
-    r->st = room_json_load(snap->state->data, snap->state->len, 0);
+    r->st = room_json_load(snap->state->data, snap->state->len, 0, NULL);
     if (!r->st || room_state_check(r->st) != ROOM_OK)
         rt_fail(rt_reason_fmt("room %s: unreadable state", r->id));
     RT_ASSERT(room_state_split_seen(r->st, &r->seen) == ROOM_OK);
@@ -1253,7 +1253,7 @@ static void restore(room_t *r, room_restore_t *rs)
     r->nconn = r->nconn_acked = room_state_count_connected(r->st);
     r->ending = room_state_ended(r->st);
 
-    json_t *rtj = snap->runtime ? room_json_load(snap->runtime->data, snap->runtime->len, 0)
+    json_t *rtj = snap->runtime ? room_json_load(snap->runtime->data, snap->runtime->len, 0, NULL)
                                 : NULL;
     r->created_recorded = rs->origin == ROOM_FROM_STORE ||
                           json_is_true(json_object_get(rtj, "created"));

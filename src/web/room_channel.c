@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "domain/rjson.h"
 #include "domain/room.h"
 #include "web/room_web.h"
 
@@ -241,26 +242,37 @@ static web_ch_result_t push_status(web_channel_t *ch, rch_t *st, json_t *payload
         return reply_reason(ch, room_strerror(ROOM_ENOTMEMBER));
     if (!json_is_object(payload))
         return reply_reason(ch, room_strerror(ROOM_EINVAL));
-    char *js = json_dumps(payload, JSON_COMPACT);
+    rt_buf_t *js = room_json_dump(payload, 64);
     if (!js)
         return reply_reason(ch, room_strerror(ROOM_ENOMEM));
-    rt_msg_t *req = room_req_status(web_channel_user(ch), rt_self(), js, strlen(js));
-    free(js);
+    rt_msg_t *req = room_req_status(web_channel_user(ch), rt_self(), js->data, js->len);
+    rt_buf_release(js);
     return call_later(ch, st, req, PEND_STATUS);
 }
 
 static web_ch_result_t push_data(web_channel_t *ch, rch_t *st, json_t *payload)
 {
-    json_t *o = json_pack("{sssO}", "from", web_channel_user(ch), "data",
-                          payload ? payload : json_null());
-    char *js = o ? json_dumps(o, JSON_COMPACT) : NULL;
-    json_decref(o);
+    /* {"from": user, "data": payload}, written straight into one buffer. */
+    const char *user = web_channel_user(ch);
+    json_t *from = json_string(user);
+    room_json_out_t o;
+    if (!from || !room_json_out_init(&o, 64)) {
+        json_decref(from);
+        return reply_reason(ch, room_strerror(ROOM_ENOMEM));
+    }
+    room_json_out_raw(&o, "{\"from\":", 8);
+    room_json_out_value(&o, from);
+    room_json_out_raw(&o, ",\"data\":", 8);
+    room_json_out_value(&o, payload ? payload : json_null());
+    room_json_out_raw(&o, "}", 1);
+    json_decref(from);
+    rt_buf_t *js = room_json_out_done(&o);
     if (!js)
         return reply_reason(ch, room_strerror(ROOM_ENOMEM));
     /* To the others: this connection is excluded (broadcast_from). */
-    int n = web_room_publisher.publish(NULL, web_channel_topic(ch), "data", js, strlen(js),
+    int n = web_room_publisher.publish(NULL, web_channel_topic(ch), "data", js->data, js->len,
                                        rt_self());
-    free(js);
+    rt_buf_release(js);
     if (n < 0)
         return reply_reason(ch, web_strerror(n));
     web_channel_reply(ch, "ok", NULL);
@@ -284,11 +296,12 @@ static web_ch_result_t push_signal(web_channel_t *ch, rch_t *st, json_t *payload
         free(peer);
         return reply_reason(ch, room_strerror(ROOM_ENOMEM));
     }
-    char *js = json_dumps(out, JSON_COMPACT);
+    rt_buf_t *js = room_json_dump(out, 128);
     json_decref(out);
-    rt_msg_t *req = js ? room_req_signal(web_channel_user(ch), rt_self(), peer, js, strlen(js))
+    rt_msg_t *req = js ? room_req_signal(web_channel_user(ch), rt_self(), peer, js->data, js->len)
                        : NULL;
-    free(js);
+    if (js)
+        rt_buf_release(js);
     free(peer);
     return call_later(ch, st, req, PEND_SIGNAL);
 }
