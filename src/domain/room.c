@@ -156,6 +156,7 @@ typedef struct rq {
     int mode;               /* sync */
     const char *why;        /* left: "left" / "grace_expired" (static) */
     char *note;             /* status: the new status text (free()) */
+    uint64_t version;       /* the state's version after this change (0: none) */
 } rq_t;
 
 typedef struct room {
@@ -605,6 +606,7 @@ static void change(room_t *r, rq_t *q, unsigned fx)
     room_state_bump(r->st);
     q->write = true;
     q->fx |= fx;
+    q->version = room_state_version(r->st);
     settle(r);
 }
 
@@ -916,7 +918,9 @@ static void answer(room_t *r, rq_t *q)
         reply_view(r, q);
         break;
     case RQ_STATUS:
-        reply_val(r, q, ROOM_OK, room_state_version(r->st));
+        /* Its own version: in a group of changes each one has the
+         * version it made, not the group's last. */
+        reply_val(r, q, ROOM_OK, q->version ? q->version : room_state_version(r->st));
         break;
     case RQ_GET:
         reply_buf(r, q, r->pub);
@@ -1024,6 +1028,7 @@ static void fail_group(room_t *r, rq_t *g, int err)
             }
             q->write = false;
             q->fx = 0;
+            q->version = 0;
             q->why = NULL;
             if (last)
                 last->next = q;
