@@ -25,6 +25,7 @@
 #include <openssl/rand.h>
 
 #include "domain/history.h"
+#include "domain/rjson.h"
 #include "domain/room.h"
 #include "store/store.h"
 #include "web/room_web.h"
@@ -56,7 +57,7 @@ static json_t *body_object(const net_http_request_t *req, web_api_response_t *re
         i++;
     if (i == req->body_len)
         return json_object();
-    json_t *j = json_loadb(req->body, req->body_len, JSON_DECODE_ANY, NULL);
+    json_t *j = room_json_load(req->body, req->body_len, JSON_DECODE_ANY, NULL);
     if (!j) {
         web_api_error(res, 400, "invalid_json", "request body is not valid JSON", NULL);
         return NULL;
