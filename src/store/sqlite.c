@@ -41,9 +41,11 @@
  * transaction begins while every frame has been checkpointed, which a
  * writer that commits without pause never lets happen; the WAL would
  * grow without bound. So once the WAL holds 2 x checkpoint_frames, the
- * checkpointer asks the writer to wait before its next BEGIN, checkpoints
- * what was committed since its last pass (a few hundred frames: the
- * pause is short), and lets it go; that BEGIN restarts the WAL. Rules:
+ * checkpointer first catches up (more passes while the writer goes on,
+ * until fewer than CATCH_UP_FRAMES frames are left), then asks the
+ * writer to wait before its next BEGIN, checkpoints those last frames
+ * (the pause is short: a few pages and two fsyncs of little), and lets
+ * it go; that BEGIN restarts the WAL. Rules:
  *   C1. q->db is used by the writer thread only, ck.db by the
  *       checkpointer thread only (each connection by one thread).
  *   C2. ck.mu guards ck's flags; the writer never holds it across a
@@ -133,6 +135,11 @@ static const char *const migrations[] = {
  * it goes on without the restart (C3): a bound in case the disk stalls,
  * not a timing the design relies on. */
 #define PAUSE_MAX_MS 2000
+/* Before the restart pause the checkpointer runs up to this many more
+ * passes while the writer goes on, until fewer than CATCH_UP_FRAMES
+ * frames are left for the pass made during the pause. */
+#define CATCH_UP_PASSES 4
+#define CATCH_UP_FRAMES 256
 /* Rooms whose last event seq the writer keeps (see "Event seqs"). Past
  * this the table is emptied and fills again from SQLite: a bound on
  * memory, not an eviction policy (rooms that ended never come back). */
@@ -433,6 +440,13 @@ static void *ck_main(void *arg)
         /* While the writer goes on (PASSIVE never blocks it). */
         int log = 0, done = 0;
         int rc = ck_pass(ck, &log, &done);
+        /* Before holding the writer, catch up with what it committed
+         * during the pass (a few more passes while it goes on): the
+         * pause is then only the last few frames and two short fsyncs. */
+        for (int i = 0; i < CATCH_UP_PASSES && rc == SQLITE_OK &&
+                        (uint32_t)log >= restart_at && log - done > CATCH_UP_FRAMES;
+             i++)
+            rc = ck_pass(ck, &log, &done);
         pthread_mutex_lock(&ck->mu);
         if (rc != SQLITE_OK || (uint32_t)log < restart_at || ck->stop)
             continue;
