@@ -17,7 +17,7 @@ CC=${FUZZ_CC:-clang}
 SECS=${FUZZ_SECONDS:-60}
 OUT=build/fuzz
 SCRATCH=fuzz/corpus-new
-ALL="http ws phx jwt"
+ALL="http ws phx jwt rjson"
 TARGETS=${FUZZ_TARGETS:-$ALL}
 
 if ! command -v "$CC" >/dev/null 2>&1; then
@@ -36,8 +36,9 @@ sources() {
   case "$1" in
     http) echo "fuzz/fuzz_http.c src/net/http.c src/net/ws.c" ;;
     ws)   echo "fuzz/fuzz_ws.c src/net/ws.c src/net/http.c" ;;
-    phx)  echo "fuzz/fuzz_phx.c src/web/phx.c src/net/ws.c src/net/http.c" ;;
+    phx)  echo "fuzz/fuzz_phx.c src/web/phx.c src/domain/rjson_read.c src/net/ws.c src/net/http.c" ;;
     jwt)  echo "fuzz/fuzz_jwt.c src/web/jwt.c" ;;
+    rjson) echo "fuzz/fuzz_rjson.c src/domain/rjson.c src/domain/rjson_read.c" ;;
     *)    return 1 ;;
   esac
 }

@@ -15,18 +15,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "domain/room.h"
 #include "store/store.h"
 
 enum {
     HISTORY_MSG_EVENT = 0x48490001u,
     HISTORY_MSG_CALL,
 };
-
-typedef struct hist_msg {
-    int64_t at, started_at, ended_at, duration_ms;
-    char *room, *type, *user, *data;  /* into buf; user/data may be NULL */
-    char buf[];
-} hist_msg_t;
 
 /* Relaxed everywhere: the pid is a hint (a stale one makes the cast fail
  * with ENOPROC, which is counted); the counters are statistics, except
@@ -39,33 +34,24 @@ static void add(_Atomic uint64_t *c, int64_t d)
     atomic_fetch_add_explicit(c, (uint64_t)d, memory_order_relaxed);
 }
 
-static char *put_str(char **w, const char *s)
-{
-    if (!s)
-        return NULL;
-    char *at = *w;
-    size_t n = strlen(s) + 1;
-    memcpy(at, s, n);
-    *w += n;
-    return at;
-}
-
-static int send(uint32_t tag, hist_msg_t *h)
+/* Casts req (taken) to the history process. The request is built by the
+ * sender, so the history process only hands it on: no copy, no parse. */
+static int send(uint32_t tag, store_req_t *req)
 {
     rt_pid_t pid = atomic_load_explicit(&history_pid, memory_order_relaxed);
     if (!pid ||
         atomic_load_explicit(&st_backlog, memory_order_relaxed) >= HISTORY_MAX_BACKLOG) {
-        free(h);
+        store_req_free(req);
         add(&st_dropped, 1);
         return -1;
     }
     rt_msg_t *m = rt_msg_new(tag);
     if (!m) {
-        free(h);
+        store_req_free(req);
         add(&st_dropped, 1);
         return -1;
     }
-    rt_msg_set_data(m, h, RT_OWN_FREE);
+    rt_msg_set_data(m, &req->rc, RT_OWN_RC);
     add(&st_backlog, 1);
     if (rt_cast_msg(pid, m) != RT_OK) {
         add(&st_backlog, -1);
@@ -75,49 +61,35 @@ static int send(uint32_t tag, hist_msg_t *h)
     return 0;
 }
 
-static hist_msg_t *msg_new(const char *room, const char *type, const char *user,
-                           const char *data)
-{
-    if (!room || !type)
-        return NULL;
-    size_t n = strlen(room) + strlen(type) + (user ? strlen(user) : 0) +
-               (data ? strlen(data) : 0) + 4;
-    hist_msg_t *h = calloc(1, sizeof *h + n);
-    if (!h)
-        return NULL;
-    char *w = h->buf;
-    h->room = put_str(&w, room);
-    h->type = put_str(&w, type);
-    h->user = put_str(&w, user);
-    h->data = put_str(&w, data);
-    return h;
-}
-
 int history_record(const char *room, int64_t at, const char *type, const char *user,
                    const char *data_json)
 {
-    hist_msg_t *h = msg_new(room, type, user, data_json);
-    if (!h) {
+    /* Checked here rather than in the store: data_json is the caller's
+     * own serialisation (history.h). The backlog is checked first so a
+     * full buffer costs no allocation. */
+    if (atomic_load_explicit(&st_backlog, memory_order_relaxed) >= HISTORY_MAX_BACKLOG) {
         add(&st_dropped, 1);
         return -1;
     }
-    h->at = at;
-    return send(HISTORY_MSG_EVENT, h);
+    store_req_t *req = NULL;
+    if (store_req_append_event_dumped(&req, room, at, type, user, data_json) != STORE_OK) {
+        add(&st_dropped, 1);
+        return -1;
+    }
+    return send(HISTORY_MSG_EVENT, req);
 }
 
 int history_record_call(const char *room, int64_t created_at, int64_t started_at,
                         int64_t ended_at, const char *participants_json, int64_t duration_ms)
 {
-    hist_msg_t *h = msg_new(room, "call", NULL, participants_json ? participants_json : "[]");
-    if (!h) {
+    store_req_t *req = NULL;
+    if (store_req_put_call(&req, room, created_at, started_at, ended_at,
+                           participants_json ? participants_json : "[]",
+                           duration_ms) != STORE_OK) {
         add(&st_dropped, 1);
         return -1;
     }
-    h->at = created_at;
-    h->started_at = started_at;
-    h->ended_at = ended_at;
-    h->duration_ms = duration_ms;
-    return send(HISTORY_MSG_CALL, h);
+    return send(HISTORY_MSG_CALL, req);
 }
 
 void history_get_stats(history_stats_t *out)
@@ -153,22 +125,29 @@ static void hist_cast(void *state, rt_msg_t *m)
     if (m->tag != HISTORY_MSG_EVENT && m->tag != HISTORY_MSG_CALL)
         return;
     add(&st_backlog, -1);
-    hist_msg_t *h = m->data;
-    if (!h)
+    if (!m->data || m->own != RT_OWN_RC)
         return;
-    store_req_t *req = NULL;
-    int rc = m->tag == HISTORY_MSG_EVENT
-                 ? store_req_append_event(&req, h->room, h->at, h->type, h->user, h->data)
-                 : store_req_put_call(&req, h->room, h->at, h->started_at, h->ended_at,
-                                      h->data, h->duration_ms);
-    rt_pid_t store = rc == STORE_OK ? rt_whereis("store") : RT_NOPID;
-    if (rc != STORE_OK || !store || store_cast(store, req) != RT_OK) {
-        /* store_cast releases req on failure; the builders leave nothing. */
-        if (rc == STORE_OK && !store)
+    store_req_t *req = RT_CONTAINER_OF((rt_rc_t *)rt_msg_take(m), store_req_t, rc);
+    /* Straight into the store's queue when main gave the rooms the store
+     * (room_config()->store); through the store process otherwise. The
+     * store process would only call store_submit itself: this saves a
+     * message and a turn of that one busy process per event. */
+    store_t *st = room_config()->store;
+    int rc;
+    if (st) {
+        rc = store_submit(st, req, NULL, NULL);
+        if (rc != STORE_OK)
+            store_req_free(req);  /* not taken on error */
+    } else {
+        rt_pid_t store = rt_whereis("store");
+        rc = store ? store_cast(store, req) : RT_ENOPROC; /* store_cast takes req */
+        if (!store)
             store_req_free(req);
+    }
+    if (rc != 0) {
         add(&st_failed, 1);
-        fprintf(stderr, "roost: history: lost %s of room %s (%s)\n", h->type, h->room,
-                rc != STORE_OK ? store_strerror(rc) : "no store process");
+        fprintf(stderr, "roost: history: lost an event (%s)\n",
+                st ? store_strerror(rc) : rt_strerror(rc));
         return;
     }
     add(m->tag == HISTORY_MSG_EVENT ? &st_recorded : &st_calls, 1);

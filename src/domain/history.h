@@ -9,9 +9,14 @@
  * past HISTORY_MAX_BACKLOG messages not yet handled, new events are
  * dropped and counted (history_stats_t.dropped) instead of growing the
  * history mailbox toward the runtime's backpressure mark (65,536), which
- * would pause the sending room. The HistoryServer turns each message into
- * a store request sent with store_cast (group-committed with the rooms'
- * states; the store assigns each room's gapless seq in arrival order).
+ * would pause the sending room. The sender builds the store request
+ * itself (store_req_append_event_dumped: the data is its own
+ * serialisation and is not parsed again); the HistoryServer hands it to
+ * the store: straight into its queue with store_submit when the rooms
+ * were configured with the store (room_config()->store, as main does),
+ * else through the store process with store_cast. It is group-committed
+ * with the rooms' states; the store assigns each room's gapless seq in
+ * arrival order.
  * Events are therefore readable a moment after the change, and stay
  * readable after the room ends.
  *
@@ -33,12 +38,15 @@
 #define HISTORY_MAX_BACKLOG 50000
 
 /* The process (registered HISTORY_NAME by its child spec); init arg
- * ignored. It finds the store process by its name "store" per write. */
+ * ignored. It writes through room_config()->store, or, when that is
+ * NULL, through the store process it finds by its name "store". */
 extern const rt_behaviour_t history_server;
 
 /* Records an event of room: at (ms since the epoch; <= 0: now), type,
- * user (may be NULL), data (JSON text or NULL); all copied. Returns 0 if
- * queued, -1 if dropped (no history process, buffer full, ENOMEM). */
+ * user (may be NULL), data (JSON text the caller serialised, e.g. with
+ * json_dumps, or NULL: it is stored as is, not parsed again); all
+ * copied. Returns 0 if queued, -1 if dropped (no history process,
+ * buffer full, an invalid id, ENOMEM). */
 int history_record(const char *room, int64_t at, const char *type, const char *user,
                    const char *data_json);
 

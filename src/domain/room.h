@@ -104,8 +104,11 @@ typedef struct room_config {
     bool auto_create;            /* a join of an unknown room creates it */
     uint32_t room_intensity;     /* RoomSupervisor restarts ... 0 = 3 */
     uint32_t room_period_ms;     /* ... within this period; 0 = 5000 */
-    int store_timeout_ms;        /* a store_call; 0 = 5000 */
-    struct store *store;         /* for stats only (may be NULL) */
+    int store_timeout_ms;        /* a store write or call; 0 = 5000 */
+    struct store *store;         /* the store (main gives it): RoomServers and
+                                    the HistoryServer submit their writes to
+                                    it directly, /metrics reads its stats.
+                                    NULL: writes go through the store process */
     int media;                   /* ROOM_MEDIA_NONE (p2p) or ROOM_MEDIA_JANUS */
 } room_config_t;
 
@@ -167,6 +170,8 @@ enum room_tag {
     ROOM__GRACE,
     ROOM__EMPTY,
     ROOM__RETRY,
+    ROOM__WRITTEN,               /* store writer -> RoomServer: data = the write */
+    ROOM__WRITE_TIMEOUT,         /* timer: a = the write's ref */
 };
 
 /* Member-directed messages: sent to addr.pid with tag addr.tag, a =

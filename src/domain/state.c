@@ -10,6 +10,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "domain/rjson.h"
 #include "domain/room.h"
 
 int64_t room_wall_ms(void)
@@ -175,59 +176,45 @@ int room_state_split_seen(json_t *st, json_t **seen)
 
 /* ---- dumping --------------------------------------------------------------------- */
 
-static void buf_free(rt_rc_t *rc)
-{
-    free(RT_CONTAINER_OF(rc, rt_buf_t, rc));
-}
-
-/* A buffer of exactly len bytes (plus a NUL) filled by json_dumpb. */
-static rt_buf_t *dump_buf(const json_t *j, size_t extra, size_t *len)
-{
-    size_t n = json_dumpb(j, NULL, 0, JSON_COMPACT);
-    if (n == 0)
-        return NULL;
-    rt_buf_t *b = malloc(sizeof *b + n + extra + 1);
-    if (!b)
-        return NULL;
-    if (json_dumpb(j, b->data, n, JSON_COMPACT) != n) {
-        free(b);
-        return NULL;
-    }
-    rt_rc_init(&b->rc, buf_free);
-    b->len = n;
-    b->data[n] = '\0';
-    *len = n;
-    return b;
-}
-
+/* Both forms come from one serialisation of st: the stored form is the
+ * public one with its closing brace replaced by ,"seen":<seen>}, and the
+ * public form is a copy of its first part. (The sizes used to be
+ * measured with a dry run of json_dumpb first, and st and seen dumped
+ * separately: four passes over the state per change.) */
 int room_state_dump(const json_t *st, const json_t *seen, rt_buf_t **pub, rt_buf_t **stored)
 {
-    size_t plen, slen;
-    rt_buf_t *p = dump_buf(st, 0, &plen);
-    rt_buf_t *s = seen ? dump_buf(seen, 0, &slen) : NULL;
-    /* stored = public without its closing brace + ,"seen":<seen>} */
     static const char key[] = ",\"seen\":";
-    size_t klen = sizeof key - 1;
-    rt_buf_t *out = p && s ? rt_buf_new(NULL, plen - 1 + klen + slen + 1) : NULL;
-    if (!out) {
+    room_json_out_t o;
+    if (!json_is_object(st) || !room_json_out_init(&o, 512))
+        return ROOM_ENOMEM;
+    room_json_out_value(&o, st);
+    size_t plen = room_json_out_len(&o);
+    rt_buf_t *p = NULL;
+    if (pub && plen && !(p = rt_buf_new(o.b->data, plen)))
+        o.failed = true;
+    if (stored) {
+        room_json_out_unput(&o, 1); /* the closing brace */
+        room_json_out_raw(&o, key, sizeof key - 1);
+        if (seen)
+            room_json_out_value(&o, seen);
+        else
+            o.failed = true;
+        room_json_out_raw(&o, "}", 1);
+    }
+    rt_buf_t *s = room_json_out_done(&o);
+    if (!s || (pub && !p)) {
         if (p)
             rt_buf_release(p);
         if (s)
             rt_buf_release(s);
         return ROOM_ENOMEM;
     }
-    char *w = out->data;
-    memcpy(w, p->data, plen - 1);
-    w += plen - 1;
-    memcpy(w, key, klen);
-    w += klen;
-    memcpy(w, s->data, slen);
-    w += slen;
-    *w++ = '}';
-    *w = '\0';
-    rt_buf_release(s);
-    *pub = p;
-    *stored = out;
+    if (stored)
+        *stored = s;
+    else
+        rt_buf_release(s);
+    if (pub)
+        *pub = p;
     return ROOM_OK;
 }
 
@@ -319,7 +306,8 @@ int room_state_remove(json_t *st, const char *user)
                                                                            : ROOM_ENOTFOUND;
 }
 
-int room_state_merge_status(json_t *st, const char *user, const json_t *patch)
+int room_state_merge_status_text(json_t *st, const char *user, const json_t *patch,
+                                 char **text, size_t *len)
 {
     json_t *p = room_state_participant(st, user);
     if (!p)
@@ -334,11 +322,33 @@ int room_state_merge_status(json_t *st, const char *user, const json_t *patch)
         json_decref(next);
         return ROOM_ENOMEM;
     }
-    if (json_dumpb(next, NULL, 0, JSON_COMPACT) > ROOM_STATUS_MAX) {
+    /* One serialisation both bounds the size and is the text the caller
+     * records (json_dumpb counts past the end of a buffer that is too
+     * small). */
+    char buf[ROOM_STATUS_MAX + 1];
+    size_t n = json_dumpb(next, buf, sizeof buf, JSON_COMPACT);
+    if (n == 0 || n > ROOM_STATUS_MAX) {
         json_decref(next);
-        return ROOM_ETOOLARGE;
+        return n ? ROOM_ETOOLARGE : ROOM_ENOMEM;
     }
-    return json_object_set_new(p, "status", next) == 0 ? ROOM_OK : ROOM_ENOMEM;
+    char *copy = text ? malloc(n + 1) : NULL;
+    if ((text && !copy) || json_object_set_new(p, "status", next) != 0) {
+        free(copy);
+        return ROOM_ENOMEM;
+    }
+    if (text) {
+        memcpy(copy, buf, n);
+        copy[n] = '\0';
+        *text = copy;
+        if (len)
+            *len = n;
+    }
+    return ROOM_OK;
+}
+
+int room_state_merge_status(json_t *st, const char *user, const json_t *patch)
+{
+    return room_state_merge_status_text(st, user, patch, NULL, NULL);
 }
 
 bool room_state_settle(json_t *st, size_t connected, int64_t now_ms)

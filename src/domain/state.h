@@ -56,7 +56,11 @@ int room_state_check(const json_t *st);
 int room_state_split_seen(json_t *st, json_t **seen);
 
 /* The public text (dump of st) and the stored text (public + "seen"), as
- * refcounted buffers. Returns ROOM_OK or ROOM_ENOMEM (nothing made). */
+ * refcounted buffers, from one serialisation of st (room_json_dump's
+ * writer, domain/rjson.h): the stored form is the public one with its
+ * closing brace replaced by ,"seen":<seen>}. Either out pointer may be
+ * NULL when that form is not wanted (seen is then not needed for a NULL
+ * stored). Returns ROOM_OK or ROOM_ENOMEM (nothing made). */
 int room_state_dump(const json_t *st, const json_t *seen, rt_buf_t **pub, rt_buf_t **stored);
 
 /* ---- Reading ---------------------------------------------------------------- */
@@ -86,6 +90,12 @@ int room_state_remove(json_t *st, const char *user);
  * ROOM_EINVAL (patch not an object), ROOM_ETOOLARGE (the merged status
  * would exceed ROOM_STATUS_MAX bytes: nothing is changed), ROOM_ENOMEM. */
 int room_state_merge_status(json_t *st, const char *user, const json_t *patch);
+/* The same, and on ROOM_OK *text (free()) is the merged status as
+ * compact JSON, *len its length (len may be NULL): the serialisation the
+ * size bound needs anyway, so a caller that records the new status does
+ * not dump it again. */
+int room_state_merge_status_text(json_t *st, const char *user, const json_t *patch,
+                                 char **text, size_t *len);
 /* Sets "status" from the number of connected participants (waiting
  * below two, active from two; ended stays ended) and "started_at" the
  * first time it becomes active. Returns true if "status" changed. */

@@ -11,18 +11,25 @@
  *
  * Durability and group commit
  *   A write is answered only after the transaction that holds it has
- *   committed durably (SQLite: WAL with synchronous=FULL, so the WAL is
- *   fsynced at every commit). The writer thread takes every request
- *   queued so far (at most config.max_batch), writes them in one
- *   transaction, commits once and then answers each: N rooms changing at
- *   once cost one fsync, not N. A batch is all or nothing: if a write or
+ *   committed durably (SQLite: the WAL is fsynced after the commit and
+ *   before any answer). The writer thread takes every request queued so
+ *   far (at most config.max_batch), writes them in one transaction,
+ *   commits once and hands them to the syncer thread, which fsyncs the
+ *   WAL once for every batch committed meanwhile and then answers each:
+ *   N rooms changing at once cost one fsync, not N, and the writer runs
+ *   the next batch while the disk confirms the last one. A batch is all or nothing: if a write or
  *   the commit fails, the transaction is rolled back and every write of
  *   the batch is answered with the error (nothing of it is kept, nothing
  *   of it is acknowledged). Two put_state requests for the same room in
  *   one batch are coalesced: only the later one is written, both are
  *   answered. Reads queued with the writes are answered after the
- *   batch's commit, so a read sees every write queued before it.
- *   fsync happens on the writer thread only, never on a scheduler.
+ *   batch's commit (and its sync), so a read sees every write queued
+ *   before it and reveals nothing that is not durable. fsync happens on
+ *   the store's own threads, never on a scheduler. If a sync fails,
+ *   everything waiting for it is answered with the error and every later
+ *   write is refused (STORE_EIO) until the store is opened again: the
+ *   kernel may have dropped what it failed to write, so later syncs prove
+ *   nothing (store.c rule 5).
  *
  * Three ways in (all end in the same queue)
  *   1. Processes: a store process (store_server, registered as "store"
@@ -30,7 +37,7 @@
  *      answered with an RT_MSG_REPLY, tag STORE_MSG_REPLY) or casts
  *      (store_cast, never answered: history writes).
  *   2. Any thread, asynchronously: store_submit with a completion
- *      callback that runs on the writer thread.
+ *      callback that runs on a store thread.
  *   3. Threads that may block (startup, tests): store_exec.
  *
  * Requests are built with the store_req_* builders, each of which
@@ -119,6 +126,12 @@ typedef struct store_config {
                                   refused with STORE_EBUSY; 0 = 1,000,000 */
     const store_schema_t *schema; /* borrowed; may be NULL, or set later
                                      with store_set_schema */
+    uint32_t cache_kib;        /* the back end's page cache (SQLite: of the
+                                  writer's connection), KiB; 0 = 65536.
+                                  Memory is taken only as pages are used. */
+    uint32_t checkpoint_frames; /* SQLite: a background checkpoint every
+                                  this many WAL frames, a WAL restart at 2x
+                                  (sqlite.c "Checkpoints"); 0 = 8000 */
 } store_config_t;
 
 /* Opens (creating if needed) the store under cfg->data_dir, runs the
@@ -167,6 +180,18 @@ typedef enum store_op {
 int store_req_put_state(store_req_t **out, const char *room, const char *state, size_t len,
                         uint32_t state_version, uint64_t version, bool ended);
 
+/* The same as store_req_put_state, for a state the caller serialised
+ * itself from a JSON object (json_dumpb of an object, as the RoomServer
+ * does for every change): the buffer is shared (retained, not copied)
+ * and is not parsed again. Only cheap checks are made: state->len > 0,
+ * no NUL byte, and the text starts with '{' and ends with '}'. Anything
+ * that passes is stored as is, so a caller that cannot vouch for the
+ * text must use store_req_put_state. state is borrowed (the request
+ * takes its own reference) and must not change afterwards (rt_buf_t is
+ * immutable once shared). */
+int store_req_put_state_buf(store_req_t **out, const char *room, rt_buf_t *state,
+                            uint32_t state_version, uint64_t version, bool ended);
+
 /* Marks a room ended: it leaves list_live, its state stays loadable.
  * STORE_ENOTFOUND if the store has no state for it. */
 int store_req_mark_ended(store_req_t **out, const char *room);
@@ -179,6 +204,13 @@ int store_req_mark_ended(store_req_t **out, const char *room);
  * value) or NULL. On success store_req_seq gives the seq. */
 int store_req_append_event(store_req_t **out, const char *room, int64_t at, const char *type,
                            const char *user, const char *data);
+
+/* The same as store_req_append_event, for data the caller serialised
+ * itself from a JSON value (json_dumps, as the RoomServer does): data is
+ * not parsed again (NULL: none). Everything is copied into one
+ * allocation with the request. */
+int store_req_append_event_dumped(store_req_t **out, const char *room, int64_t at,
+                                  const char *type, const char *user, const char *data);
 
 /* A call record: id, times in ms since the epoch (started_at 0: never
  * started, stored as null), participants as JSON text that must be an
@@ -259,14 +291,15 @@ const store_call_t *store_req_calls(const store_req_t *req, size_t *n);
 
 /* ---- Asynchronous and synchronous execution ------------------------------ */
 
-/* Called on the writer thread when req is completed (its results are
- * set); takes the reference store_submit took. Must be quick and must
+/* Called on a store thread (the writer, or the syncer that answers) when
+ * req is completed (its results are set); takes the reference
+ * store_submit took. Must be quick and must
  * not block (other requests wait for it): send a message, signal. */
 typedef void (*store_done_fn)(store_req_t *req, void *ctx);
 
 /* Queues req. On STORE_OK it takes the caller's reference and done (NULL:
- * nobody waits; the store releases req) is called exactly once, on the
- * writer thread. On error (STORE_ECLOSED, STORE_EBUSY, STORE_EINVAL: req
+ * nobody waits; the store releases req) is called exactly once, on a
+ * store thread. On error (STORE_ECLOSED, STORE_EBUSY, STORE_EINVAL: req
  * already queued) nothing is taken, done is never called and
  * store_req_err(req) is the error too. Any thread. */
 int store_submit(store_t *st, store_req_t *req, store_done_fn done, void *ctx);
@@ -293,7 +326,7 @@ int store_exec(store_t *st, store_req_t *req);
  * (uint64_t)(int64_t)err, data = the completed request (RT_OWN_RC), or
  * the runtime's error reply (timeout, exit). store_reply decodes both.
  *
- * Replies are sent by the store process itself (the writer thread hands
+ * Replies are sent by the store process itself (a store thread hands
  * it each completed request), because the runtime only clears a held
  * call when the process that held it replies. */
 extern const rt_behaviour_t store_server;
@@ -332,13 +365,18 @@ typedef struct store_stats {
     uint64_t writes;          /* write requests acknowledged as durable */
     uint64_t written;         /* rows written (writes after coalescing) */
     uint64_t coalesced;       /* put_states answered by a later one's write */
-    uint64_t commits;         /* successful commits (= fsyncs of the WAL) */
+    uint64_t commits;         /* successful commits */
+    uint64_t syncs;           /* syncs of the syncer (each covers every commit
+                                 since the previous one); 0 without one, the
+                                 commits then being synced themselves */
     uint64_t batches;         /* write transactions begun */
     uint64_t failed;          /* requests answered with an error */
     uint64_t lost;            /* writes nobody waited for (casts) that failed */
     uint64_t refused;         /* refused with STORE_EBUSY */
     uint64_t max_batch;       /* largest batch so far (requests) */
     uint64_t commit_ns;       /* total time spent in commit */
+    uint64_t sync_ns;         /* total time spent in sync */
+    bool failed_stop;         /* a sync failed: writes are refused (rule 5) */
     uint64_t backlog;         /* queued or executing now */
     uint64_t backlog_history; /* of which events and call records */
 } store_stats_t;
@@ -353,28 +391,31 @@ typedef enum store_fault_point {
     STORE_FP_BATCH = 1,   /* a batch was taken, before its transaction */
     STORE_FP_WRITE,       /* after a write of the batch was executed */
     STORE_FP_COMMIT,      /* before the commit */
+    STORE_FP_SYNC,        /* before a sync (back ends with `sync` only): a
+                             failure there is final (store.c rule 5) */
 } store_fault_point_t;
 
 /* Test hook. The writer thread calls hook(ctx, point, req) (req: the
- * write at STORE_FP_WRITE, else NULL); a negative store error makes that
- * step fail as if the back end had (the batch is rolled back and its
- * writes answered with the error; at STORE_FP_BATCH too). The hook may
+ * write at STORE_FP_WRITE, else NULL; the syncer thread at STORE_FP_SYNC);
+ * a negative store error makes that step fail as if the back end had (the
+ * batch is rolled back and its writes answered with the error; at
+ * STORE_FP_BATCH too; at STORE_FP_SYNC see rule 5). The hook may
  * block, e.g. to hold a batch open or to be killed at that point. NULL
  * removes it. Any thread; takes effect at the writer's next step. */
 typedef int (*store_fault_hook_fn)(void *ctx, store_fault_point_t point, const store_req_t *req);
 void store_set_fault_hook(store_t *st, store_fault_hook_fn hook, void *ctx);
 
-/* Test hook: the next n steps at point (STORE_FP_WRITE or
- * STORE_FP_COMMIT) fail with err (STORE_EIO, STORE_EFULL, ...), as the
+/* Test hook: the next n steps at point (STORE_FP_WRITE, STORE_FP_COMMIT
+ * or STORE_FP_SYNC) fail with err (STORE_EIO, STORE_EFULL, ...), as the
  * back end would on a full disk. Any thread. */
 void store_fail_next(store_t *st, store_fault_point_t point, unsigned n, int err);
 
 /* ---- Back ends ----------------------------------------------------------
  * What a database must provide. store.c owns the queue, the batching, the
  * coalescing, the fault hooks, JSON decoding of results and state
- * migration; a back end only runs statements. Every function except open
- * runs on the writer thread only, never two at once, so a back end needs
- * one connection and no locking. Functions return STORE_OK or a store
+ * migration; a back end only runs statements. Every function except open,
+ * sync and durable_commits runs on the writer thread only, never two at
+ * once, so a back end needs one connection and no locking. Functions return STORE_OK or a store
  * error (mapping their own: disk full -> STORE_EFULL, other failures ->
  * STORE_EIO) and write the database's own message to stderr.
  *
@@ -391,8 +432,21 @@ typedef struct store_backend {
     void (*close)(void *be);
 
     int (*begin)(void *be);
-    int (*commit)(void *be);     /* durable when it returns STORE_OK */
+    int (*commit)(void *be);     /* durable when it returns STORE_OK, unless
+                                    durable_commits(be, false) was called */
     void (*rollback)(void *be);  /* of the open transaction; no-op if none */
+
+    /* Optional, both or neither: commits that do not wait for the disk.
+     * sync makes every transaction committed before it was called durable;
+     * it runs on the store's syncer thread, possibly while the writer
+     * thread runs the next transaction, so it may only flush (e.g.
+     * fdatasync on a file descriptor of its own) and must not touch what
+     * the other functions use. store_open calls sync once after open; if
+     * that succeeds it starts the syncer and calls durable_commits(be,
+     * false), else durable_commits(be, true) (before any request, on the
+     * thread of store_open). */
+    int (*sync)(void *be);
+    void (*durable_commits)(void *be, bool on);
 
     int (*put_state)(void *be, const store_req_t *r, int64_t now_ms);
     int (*mark_ended)(void *be, const store_req_t *r, int64_t now_ms); /* ENOTFOUND */
@@ -429,6 +483,10 @@ struct store_req {
     char *text;               /* put_state: state; append_event: data or NULL;
                                  put_call: participants (NUL-terminated) */
     size_t text_len;
+    rt_buf_t *buf;            /* put_state_buf: the shared state (text points
+                                 into it), else NULL */
+    char *block;              /* append_event_dumped: room, type, user and text
+                                 point into this one allocation, else NULL */
     char *type;               /* append_event */
     char *user;               /* append_event: NULL if none; query_calls:
                                  the filter, NULL for all */

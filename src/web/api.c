@@ -77,6 +77,11 @@ bool web_secret_equal(const char *a, size_t alen, const char *b, size_t blen)
     return CRYPTO_memcmp(da, db, sizeof da) == 0;
 }
 
+void web_api_key_digest(const char *key, unsigned char out[32])
+{
+    SHA256((const unsigned char *)key, strlen(key), out);
+}
+
 static int64_t wall_s(void)
 {
     return (int64_t)time(NULL);
@@ -97,7 +102,17 @@ static bool authorized(const web_api_t *api, const net_http_request_t *req, cons
     const char *k = h + 7;
     while (*k == ' ')
         k++;
-    if (!api->api_key || !web_secret_equal(k, strlen(k), api->api_key, strlen(api->api_key))) {
+    bool ok = false;
+    if (api->api_key_sha256) {
+        /* The configured key's digest was made once: hash only this one
+         * (every REST request comes through here). */
+        unsigned char d[SHA256_DIGEST_LENGTH];
+        SHA256((const unsigned char *)k, strlen(k), d);
+        ok = CRYPTO_memcmp(d, api->api_key_sha256, sizeof d) == 0;
+    } else if (api->api_key) {
+        ok = web_secret_equal(k, strlen(k), api->api_key, strlen(api->api_key));
+    }
+    if (!ok) {
         *why = "invalid API key";
         return false;
     }

@@ -57,6 +57,9 @@ typedef struct web_api {
      * plain secret is used (same results, slower). */
     const struct jwt_key *jwt_key;
     const char *api_key;       /* for /api/ (borrowed) */
+    /* SHA-256 of api_key, made once (web_api_key_digest), borrowed; NULL:
+     * every request hashes api_key too (same results, twice the work). */
+    const unsigned char *api_key_sha256;
     const char *version;       /* shown by /healthz */
     uint64_t started_ms;       /* rt_now_ms() at start, for uptime */
     bool dev;                  /* development credentials: POST /dev/token exists */
@@ -111,6 +114,8 @@ void web_ws_auth_free(web_ws_auth_t *a);
 /* Constant-time comparison of two secrets of any lengths (digests are
  * compared, so neither length nor content leaks through timing). */
 bool web_secret_equal(const char *a, size_t alen, const char *b, size_t blen);
+/* SHA-256 of key into out[32] (for web_api_t.api_key_sha256). */
+void web_api_key_digest(const char *key, unsigned char out[32]);
 
 /* ---- Answers that come later --------------------------------------------------- */
 

@@ -25,6 +25,7 @@
 #include <openssl/rand.h>
 
 #include "domain/history.h"
+#include "domain/rjson.h"
 #include "domain/room.h"
 #include "store/store.h"
 #include "web/room_web.h"
@@ -56,7 +57,7 @@ static json_t *body_object(const net_http_request_t *req, web_api_response_t *re
         i++;
     if (i == req->body_len)
         return json_object();
-    json_t *j = json_loadb(req->body, req->body_len, JSON_DECODE_ANY, NULL);
+    json_t *j = room_json_load(req->body, req->body_len, JSON_DECODE_ANY, NULL);
     if (!j) {
         web_api_error(res, 400, "invalid_json", "request body is not valid JSON", NULL);
         return NULL;
@@ -674,5 +675,13 @@ void web_api_rooms_metrics(net_http_buf_t *b)
                "Of which events and call records.", ss.backlog_history);
         metric(b, "roost_store_commit_milliseconds_total", "counter",
                "Time spent committing.", ss.commit_ns / 1000000ULL);
+        metric(b, "roost_store_syncs_total", "counter",
+               "Syncs of the WAL by the syncer thread (each covers every commit before it).",
+               ss.syncs);
+        metric(b, "roost_store_sync_milliseconds_total", "counter", "Time spent syncing.",
+               ss.sync_ns / 1000000ULL);
+        metric(b, "roost_store_stopped", "gauge",
+               "1 once a sync failed: every write is refused until a restart.",
+               ss.failed_stop ? 1 : 0);
     }
 }

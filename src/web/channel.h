@@ -236,6 +236,11 @@ bool web_channel_joined(const web_channel_t *ch);
  * follows, after the current callback if inside one). WEB_E_STATE if
  * already answered. */
 int web_channel_join_ok(web_channel_t *ch, const json_t *response);
+/* join_ok with the response already serialised (response_len bytes of
+ * JSON, copied; valid UTF-8, else WEB_E_ARG and the join stays
+ * unanswered). What a room join answers with is the room's state text:
+ * this writes it as it is, with no parse and no dump. */
+int web_channel_join_ok_raw(web_channel_t *ch, const char *response_json, size_t response_len);
 int web_channel_join_error(web_channel_t *ch, const json_t *response);
 /* join_error with {"reason": reason}. */
 int web_channel_join_refuse(web_channel_t *ch, const char *reason);
@@ -258,6 +263,10 @@ int web_channel_defer(web_channel_t *ch, uint64_t token);
  * replaced). */
 int web_channel_reply_later(web_channel_t *ch, uint64_t token, const char *status,
                             const json_t *response);
+/* The same with the response already serialised (response_len bytes of
+ * JSON, copied). */
+int web_channel_reply_later_raw(web_channel_t *ch, uint64_t token, const char *status,
+                                const char *response_json, size_t response_len);
 
 /* Sends the client event with payload (NULL = {}) on this channel, with
  * its join_ref (Phoenix push/3). WEB_E_STATE before join_ok. */

@@ -20,6 +20,7 @@
 struct web_endpoint {
     web_endpoint_config_t cfg;
     char *secret, *api_key;
+    unsigned char api_key_sha256[32]; /* api_key's digest, made once */
     jwt_key_t *jwt_key;     /* the secret, prepared once for every upgrade */
     web_api_t api;
     web_channel_router_t router;
@@ -62,8 +63,10 @@ web_endpoint_t *web_endpoint_new(const web_endpoint_config_t *cfg)
     }
     ep->cfg.secret = ep->secret;
     ep->cfg.api_key = ep->api_key;
+    web_api_key_digest(ep->api_key, ep->api_key_sha256);
     ep->api = (web_api_t){.secret = ep->secret, .secret_len = strlen(ep->secret),
                           .jwt_key = ep->jwt_key, .api_key = ep->api_key,
+                          .api_key_sha256 = ep->api_key_sha256,
                           .version = cfg->version, .dev = cfg->dev, .started_ms = rt_now_ms()};
     web_channel_router_add(&ep->router, &web_user_channel);
     pthread_mutex_init(&ep->mu, NULL);

@@ -125,6 +125,12 @@ int phx_encode_raw(phx_vsn_t vsn, const char *join_ref, const char *ref,
 int phx_reply(phx_vsn_t vsn, const char *join_ref, const char *ref, const char *topic,
               const char *status, const json_t *response, phx_out_t *out);
 
+/* The same with the response already serialised (response_json,
+ * response_len bytes of JSON, copied as is, as for phx_encode_raw). */
+int phx_reply_raw(phx_vsn_t vsn, const char *join_ref, const char *ref, const char *topic,
+                  const char *status, const char *response_json, size_t response_len,
+                  phx_out_t *out);
+
 /* Release the block (unless the caller took base over and set it NULL). */
 void phx_out_free(phx_out_t *out);
 

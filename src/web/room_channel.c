@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "domain/rjson.h"
 #include "domain/room.h"
 #include "web/room_web.h"
 
@@ -38,8 +39,14 @@
 enum phase { PH_ENSURE = 1, PH_JOIN, PH_JOINED };
 enum { PEND_STATUS = 1, PEND_SIGNAL };
 
+/* A status or signal push waiting for the room's answer. The answers
+ * come in the order the calls went out, except that a signal is answered
+ * at once while statuses wait for their commit: so the pending ones are
+ * a FIFO ring, the oldest looked at first (O(1) in the usual case); one
+ * answered out of order is found by a scan and left as a hole (ref 0)
+ * that the ring drops when it reaches the front. */
 typedef struct pend {
-    uint64_t ref;
+    uint64_t ref;   /* 0: answered out of order */
     int kind;
 } pend_t;
 
@@ -53,8 +60,8 @@ typedef struct rch {
     uint64_t retry;        /* retry timer */
     unsigned attempts;
     bool room_down;        /* its DOWN came: nothing to tell it */
-    pend_t *pend;          /* status / signal calls answered later */
-    size_t npend, cappend;
+    pend_t *pend;          /* status / signal calls answered later: a ring */
+    uint32_t phead, npend, cappend; /* cappend: 0 or a power of two */
 } rch_t;
 
 /* ---- joining ------------------------------------------------------------------- */
@@ -171,19 +178,16 @@ static web_ch_result_t joined(web_channel_t *ch, rch_t *st, rt_msg_t *m)
         return refuse(ch, room_strerror(err));
     if (!v)
         return refuse(ch, room_strerror(ROOM_ENOMEM));
-    json_t *state = json_loadb(v->state->data, v->state->len, 0, NULL);
-    if (!state)
-        return WEB_CH_CRASH;
     /* A room that dies from here on is a crash of this channel; one that
      * is already dead gets its DOWN (noproc) at once. */
     st->mref = rt_monitor(st->room);
-    if (web_channel_watch(ch, st->mref) != WEB_OK) {
-        json_decref(state);
+    if (web_channel_watch(ch, st->mref) != WEB_OK)
         return WEB_CH_CRASH;
-    }
     st->phase = PH_JOINED;
-    web_channel_join_ok(ch, state);
-    json_decref(state);
+    /* The state is the room's own JSON text: written into the reply as
+     * it is, neither parsed nor dumped again here. */
+    if (web_channel_join_ok_raw(ch, v->state->data, v->state->len) == WEB_E_ARG)
+        return WEB_CH_CRASH;
     /* After the join reply, as Phoenix's after_join does. */
     if (v->presence)
         web_channel_push_raw(ch, "presence_state", v->presence->data, v->presence->len);
@@ -207,14 +211,19 @@ static web_ch_result_t call_later(web_channel_t *ch, rch_t *st, rt_msg_t *req, i
     if (!req)
         return reply_reason(ch, room_strerror(ROOM_ENOMEM));
     if (st->npend == st->cappend) {
-        size_t cap = st->cappend ? st->cappend * 2 : 4;
-        pend_t *p = realloc(st->pend, cap * sizeof *p);
+        /* Grow the ring, unrolling it to start at 0. */
+        uint32_t cap = st->cappend ? st->cappend * 2 : 4;
+        pend_t *p = malloc(cap * sizeof *p);
         if (!p) {
             rt_msg_free(req);
             return reply_reason(ch, room_strerror(ROOM_ENOMEM));
         }
+        for (uint32_t i = 0; i < st->npend; i++)
+            p[i] = st->pend[(st->phead + i) & (st->cappend - 1)];
+        free(st->pend);
         st->pend = p;
         st->cappend = cap;
+        st->phead = 0;
     }
     if (rt_call(st->room, req, CALL_TIMEOUT_MS, &ref) != RT_OK)
         return reply_reason(ch, room_strerror(ROOM_EUNAVAIL));
@@ -223,7 +232,7 @@ static web_ch_result_t call_later(web_channel_t *ch, rch_t *st, rt_msg_t *req, i
         return reply_reason(ch, "too_many_pending"); /* its answer is dropped */
     if (rc != WEB_OK || web_channel_watch(ch, ref) != WEB_OK)
         return reply_reason(ch, room_strerror(ROOM_ENOMEM));
-    st->pend[st->npend++] = (pend_t){.ref = ref, .kind = kind};
+    st->pend[(st->phead + st->npend++) & (st->cappend - 1)] = (pend_t){.ref = ref, .kind = kind};
     return WEB_CH_OK;
 }
 
@@ -233,26 +242,37 @@ static web_ch_result_t push_status(web_channel_t *ch, rch_t *st, json_t *payload
         return reply_reason(ch, room_strerror(ROOM_ENOTMEMBER));
     if (!json_is_object(payload))
         return reply_reason(ch, room_strerror(ROOM_EINVAL));
-    char *js = json_dumps(payload, JSON_COMPACT);
+    rt_buf_t *js = room_json_dump(payload, 64);
     if (!js)
         return reply_reason(ch, room_strerror(ROOM_ENOMEM));
-    rt_msg_t *req = room_req_status(web_channel_user(ch), rt_self(), js, strlen(js));
-    free(js);
+    rt_msg_t *req = room_req_status(web_channel_user(ch), rt_self(), js->data, js->len);
+    rt_buf_release(js);
     return call_later(ch, st, req, PEND_STATUS);
 }
 
 static web_ch_result_t push_data(web_channel_t *ch, rch_t *st, json_t *payload)
 {
-    json_t *o = json_pack("{sssO}", "from", web_channel_user(ch), "data",
-                          payload ? payload : json_null());
-    char *js = o ? json_dumps(o, JSON_COMPACT) : NULL;
-    json_decref(o);
+    /* {"from": user, "data": payload}, written straight into one buffer. */
+    const char *user = web_channel_user(ch);
+    json_t *from = json_string(user);
+    room_json_out_t o;
+    if (!from || !room_json_out_init(&o, 64)) {
+        json_decref(from);
+        return reply_reason(ch, room_strerror(ROOM_ENOMEM));
+    }
+    room_json_out_raw(&o, "{\"from\":", 8);
+    room_json_out_value(&o, from);
+    room_json_out_raw(&o, ",\"data\":", 8);
+    room_json_out_value(&o, payload ? payload : json_null());
+    room_json_out_raw(&o, "}", 1);
+    json_decref(from);
+    rt_buf_t *js = room_json_out_done(&o);
     if (!js)
         return reply_reason(ch, room_strerror(ROOM_ENOMEM));
     /* To the others: this connection is excluded (broadcast_from). */
-    int n = web_room_publisher.publish(NULL, web_channel_topic(ch), "data", js, strlen(js),
+    int n = web_room_publisher.publish(NULL, web_channel_topic(ch), "data", js->data, js->len,
                                        rt_self());
-    free(js);
+    rt_buf_release(js);
     if (n < 0)
         return reply_reason(ch, web_strerror(n));
     web_channel_reply(ch, "ok", NULL);
@@ -276,11 +296,12 @@ static web_ch_result_t push_signal(web_channel_t *ch, rch_t *st, json_t *payload
         free(peer);
         return reply_reason(ch, room_strerror(ROOM_ENOMEM));
     }
-    char *js = json_dumps(out, JSON_COMPACT);
+    rt_buf_t *js = room_json_dump(out, 128);
     json_decref(out);
-    rt_msg_t *req = js ? room_req_signal(web_channel_user(ch), rt_self(), peer, js, strlen(js))
+    rt_msg_t *req = js ? room_req_signal(web_channel_user(ch), rt_self(), peer, js->data, js->len)
                        : NULL;
-    free(js);
+    if (js)
+        rt_buf_release(js);
     free(peer);
     return call_later(ch, st, req, PEND_SIGNAL);
 }
@@ -301,21 +322,32 @@ static web_ch_result_t room_in(web_channel_t *ch, void *state, const char *event
 /* The answer to a status or signal push. */
 static bool answered(web_channel_t *ch, rch_t *st, rt_msg_t *m)
 {
-    for (size_t i = 0; i < st->npend; i++) {
-        if (st->pend[i].ref != m->ref)
-            continue;
-        int kind = st->pend[i].kind;
-        st->pend[i] = st->pend[--st->npend];
-        int err = room_reply_err(m);
-        json_t *r = err == ROOM_OK
-                        ? (kind == PEND_STATUS ? json_pack("{sI}", "version", (json_int_t)m->a)
-                                               : json_object())
-                        : json_pack("{ss}", "reason", room_strerror(err));
-        web_channel_reply_later(ch, m->ref, err == ROOM_OK ? "ok" : "error", r);
-        json_decref(r);
-        return true;
+    uint32_t mask = st->cappend - 1, i = 0;
+    while (i < st->npend && st->pend[(st->phead + i) & mask].ref != m->ref)
+        i++;
+    if (i == st->npend || !m->ref)
+        return false;
+    pend_t *p = &st->pend[(st->phead + i) & mask];
+    int kind = p->kind;
+    p->ref = 0;
+    /* Drop answered entries from the front (this one, if it was the
+     * oldest, and holes left behind it). */
+    while (st->npend && st->pend[st->phead].ref == 0) {
+        st->phead = (st->phead + 1) & mask;
+        st->npend--;
     }
-    return false;
+    int err = room_reply_err(m);
+    /* Small fixed shapes: written directly, not built and dumped. */
+    char r[96];
+    int n;
+    if (err != ROOM_OK)
+        n = snprintf(r, sizeof r, "{\"reason\":\"%s\"}", room_strerror(err));
+    else if (kind == PEND_STATUS)
+        n = snprintf(r, sizeof r, "{\"version\":%llu}", (unsigned long long)m->a);
+    else
+        n = snprintf(r, sizeof r, "{}");
+    web_channel_reply_later_raw(ch, m->ref, err == ROOM_OK ? "ok" : "error", r, (size_t)n);
+    return true;
 }
 
 /* ---- messages ------------------------------------------------------------------- */

@@ -47,6 +47,11 @@ typedef enum ch_status {
     CH_JOINED,
 } ch_status_t;
 
+/* Deferred pushes form a circular list: ch_more_t.deferred is the newest
+ * and its next the oldest. Appending and answering the oldest (the usual
+ * case: a room answers its calls in order) are both O(1), with no tail
+ * pointer in ch_more_t (every room channel carries one, see the memory
+ * note above). */
 typedef struct deferred {
     struct deferred *next;
     uint64_t token;
@@ -184,6 +189,59 @@ static ch_more_t *more_of(web_channel_t *ch)
     if (!ch->more)
         ch->more = calloc(1, sizeof *ch->more);
     return ch->more;
+}
+
+static void deferred_append(ch_more_t *mo, deferred_t *d)
+{
+    if (mo->deferred) {
+        d->next = mo->deferred->next;
+        mo->deferred->next = d;
+    } else {
+        d->next = d;
+    }
+    mo->deferred = d;
+    mo->ndeferred++;
+}
+
+/* The oldest deferred push, unlinked; NULL if none. */
+static deferred_t *deferred_pop(ch_more_t *mo)
+{
+    deferred_t *last = mo ? mo->deferred : NULL;
+    if (!last)
+        return NULL;
+    deferred_t *d = last->next;
+    if (d == last)
+        mo->deferred = NULL;
+    else
+        last->next = d->next;
+    mo->ndeferred--;
+    return d;
+}
+
+/* The deferred push with token, unlinked; NULL if none. Looks at the
+ * oldest first. */
+static deferred_t *deferred_take(ch_more_t *mo, uint64_t token)
+{
+    deferred_t *last = mo ? mo->deferred : NULL;
+    if (!last)
+        return NULL;
+    deferred_t *prev = last;
+    do {
+        deferred_t *d = prev->next;
+        if (d->token == token) {
+            if (d == prev) {
+                mo->deferred = NULL;
+            } else {
+                prev->next = d->next;
+                if (d == last)
+                    mo->deferred = prev;
+            }
+            mo->ndeferred--;
+            return d;
+        }
+        prev = d;
+    } while (prev != last);
+    return NULL;
 }
 
 static void count(int which, uint64_t n)
@@ -329,10 +387,9 @@ static void finish(web_channel_t *ch, const char *leave_ref)
     web_ch_exit_t why = ch->why;
 
     ch_more_t *mo = ch->more;
-    /* Deferred pushes first: they were sent before whatever ends it. */
-    while (mo && mo->deferred) {
-        deferred_t *d = mo->deferred;
-        mo->deferred = d->next;
+    /* Deferred pushes first, oldest first: they were sent before
+     * whatever ends it. */
+    for (deferred_t *d; (d = deferred_pop(mo));) {
         if (why != WEB_CH_SOCKET_CLOSED)
             send_reason(s, jref(ch), d->ref, ch->topic, "error", "channel closed");
         free(d);
@@ -364,9 +421,14 @@ static void finish(web_channel_t *ch, const char *leave_ref)
         break;
     case WEB_CH_CRASHED:
         if (ch->status == CH_JOINED) {
-            json_t *p = json_pack("{ss}", "reason", "channel_crash");
-            send_event(s, jref(ch), jref(ch), ch->topic, "phx_error", p);
-            json_decref(p);
+            /* A fixed payload: written as text, not built and dumped
+             * (a thousand rooms crashing at once send a thousand). */
+            static const char p[] = "{\"reason\":\"channel_crash\"}";
+            phx_out_t o = {0};
+            send_out(s,
+                     phx_encode_raw(s->vsn, jref(ch), jref(ch), ch->topic, "phx_error", p,
+                                    sizeof p - 1, &o),
+                     &o);
             count(WEB__STAT_CRASHES, 1);
         } else if (!ch->answered) {
             send_reason(s, jref(ch), jpref(ch), ch->topic, "error", "join crashed");
@@ -404,11 +466,8 @@ static void finish(web_channel_t *ch, const char *leave_ref)
     }
     /* terminate may have used the watch list or deferred: ch->more again */
     if (ch->more) {
-        while (ch->more->deferred) { /* deferred from inside terminate */
-            deferred_t *d = ch->more->deferred;
-            ch->more->deferred = d->next;
+        for (deferred_t *d; (d = deferred_pop(ch->more));) /* deferred from inside terminate */
             free(d);
-        }
         while (ch->more->subs) { /* subscribed from inside terminate */
             chsub_t *x = ch->more->subs;
             ch->more->subs = x->next;
@@ -899,6 +958,27 @@ int web_channel_join_ok(web_channel_t *ch, const json_t *response)
     return rc == WEB_E_CLOSED ? WEB_OK : rc;
 }
 
+int web_channel_join_ok_raw(web_channel_t *ch, const char *response_json, size_t response_len)
+{
+    if (ch->answered || ch->dead)
+        return WEB_E_STATE;
+    if (!response_json)
+        return WEB_E_ARG;
+    phx_out_t o = {0};
+    int prc = phx_reply_raw(ch->s->vsn, jref(ch), jpref(ch), ch->topic, "ok", response_json,
+                            response_len, &o);
+    if (prc == PHX_E_ARG) {
+        phx_out_free(&o);
+        return WEB_E_ARG; /* not UTF-8: nothing was answered */
+    }
+    ch->answered = true;
+    ch->status = CH_JOINED;
+    int rc = send_out(ch->s, prc, &o);
+    if (ch->depth == 0)
+        after_callback(ch, WEB_CH_OK);
+    return rc == WEB_E_CLOSED ? WEB_OK : rc;
+}
+
 int web_channel_join_error(web_channel_t *ch, const json_t *response)
 {
     if (ch->answered || ch->dead)
@@ -950,36 +1030,49 @@ int web_channel_defer(web_channel_t *ch, uint64_t token)
         return WEB_E_NOMEM;
     memcpy(d->ref, ch->push_ref, n + 1);
     d->token = token;
-    /* Appended, so replies for the same token... never happen twice, and
-     * closing answers them in the order they came. */
-    d->next = NULL;
-    deferred_t **pp = &mo->deferred;
-    while (*pp)
-        pp = &(*pp)->next;
-    *pp = d;
-    mo->ndeferred++;
+    /* Appended (O(1)), so closing answers them in the order they came. */
+    deferred_append(mo, d);
     ch->push_answered = true;
     return WEB_OK;
+}
+
+/* reply_later and reply_later_raw: response_json, when not NULL, is
+ * the response as text (response is then unused). */
+static int reply_later(web_channel_t *ch, uint64_t token, const char *status,
+                       const json_t *response, const char *response_json, size_t response_len)
+{
+    if (!status)
+        return WEB_E_ARG;
+    deferred_t *d = deferred_take(ch->more, token);
+    if (!d)
+        return WEB_E_NOTFOUND;
+    web_channel_unwatch(ch, token);
+    int rc;
+    if (response_json) {
+        phx_out_t o = {0};
+        rc = send_out(ch->s,
+                      phx_reply_raw(ch->s->vsn, jref(ch), d->ref, ch->topic, status,
+                                    response_json, response_len, &o),
+                      &o);
+    } else {
+        rc = send_reply(ch->s, jref(ch), d->ref, ch->topic, status, response);
+    }
+    free(d);
+    return rc == WEB_E_CLOSED ? WEB_OK : rc;
 }
 
 int web_channel_reply_later(web_channel_t *ch, uint64_t token, const char *status,
                             const json_t *response)
 {
-    if (!status)
+    return reply_later(ch, token, status, response, NULL, 0);
+}
+
+int web_channel_reply_later_raw(web_channel_t *ch, uint64_t token, const char *status,
+                                const char *response_json, size_t response_len)
+{
+    if (!response_json)
         return WEB_E_ARG;
-    for (deferred_t **pp = ch->more ? &ch->more->deferred : NULL; pp && *pp;
-         pp = &(*pp)->next) {
-        deferred_t *d = *pp;
-        if (d->token != token)
-            continue;
-        *pp = d->next;
-        ch->more->ndeferred--;
-        web_channel_unwatch(ch, token);
-        int rc = send_reply(ch->s, jref(ch), d->ref, ch->topic, status, response);
-        free(d);
-        return rc == WEB_E_CLOSED ? WEB_OK : rc;
-    }
-    return WEB_E_NOTFOUND;
+    return reply_later(ch, token, status, NULL, response_json, response_len);
 }
 
 int web_channel_push(web_channel_t *ch, const char *event, const json_t *payload)

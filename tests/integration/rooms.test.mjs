@@ -10,7 +10,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 
 import {
-  errorShape, leave, request, startServer, userId, waitUntil,
+  errorShape, leave, pushAwait, request, startServer, userId, waitUntil,
 } from './helpers.mjs';
 import {
   Pool, assertRoomShape, autoCreateOffArgs, calls, createRoom, endRoom, getRoom, member,
@@ -171,6 +171,43 @@ describe('REST: JSON that is not an object', () => {
 });
 
 describe('participants', () => {
+  test('status pushes sent without waiting, with signals and data in between: every push gets its own reply, statuses in order with one version each', async () => {
+    const { id, alice, bob } = await pairRoom(server, pool, {}, 'pipeline');
+    const pushes = [];
+    for (let i = 1; i <= 40; i++) {
+      pushes.push(pushAwait(alice.chan, 'status', { n: i }).then((r) => ({ kind: 'status', i, r })));
+      if (i % 7 === 0) {
+        // Answered at once by the room, while statuses wait for their commit.
+        pushes.push(pushAwait(alice.chan, 'signal', { to: bob.user, candidate: { i } })
+          .then((r) => ({ kind: 'signal', i, r })));
+        pushes.push(pushAwait(alice.chan, 'signal', { to: 'nobody-here', candidate: { i } })
+          .then((r) => ({ kind: 'nopeer', i, r })));
+      }
+      if (i % 11 === 0)
+        pushes.push(pushAwait(alice.chan, 'data', { i }).then((r) => ({ kind: 'data', i, r })));
+    }
+    const results = await Promise.all(pushes);
+    let last = 0;
+    for (const { kind, i, r } of results) {
+      if (kind === 'nopeer') {
+        assert.deepEqual(r, { status: 'error', response: { reason: 'unknown_peer' } }, `signal ${i} to nobody`);
+        continue;
+      }
+      assert.equal(r.status, 'ok', `${kind} ${i}: ${JSON.stringify(r)}`);
+      if (kind === 'status') {
+        assert.equal(r.response.version, last ? last + 1 : r.response.version,
+          `status ${i}: one version per change, in order (${last} -> ${r.response.version})`);
+        last = r.response.version;
+      } else {
+        assert.deepEqual(r.response, {}, `${kind} ${i}`);
+      }
+    }
+    const st = await waitRoom(server, id, (s) => partOf(s, alice.user)?.status?.n === 40);
+    assert.equal(st.version, last);
+    const sig = await nextEvent(bob, 'signal', (p) => p.candidate?.i === 35, 'the last signal');
+    assert.equal(sig.from, alice.user);
+  });
+
   test('join replies carry the room state; presence shows both; waiting -> active -> waiting', async () => {
     const id = roomId('join');
     const created = await createRoom(server, { id });

@@ -171,17 +171,26 @@ H void stop_tree(void)
     root = RT_NOPID;
 }
 
-/* The whole set-up with cfg's timings (publisher filled in). */
-H void setup_with(room_config_t cfg)
+/* The whole set-up with cfg's timings (publisher filled in). The rooms
+ * and the HistoryServer get the store itself (room_config()->store), as
+ * main gives it, unless via_process: then they reach it only through the
+ * store process. */
+H void setup_with_store(room_config_t cfg, bool via_process)
 {
     snprintf(dir, sizeof dir, "/tmp/roost-rooms-XXXXXX");
     cr_assert_not_null(mkdtemp(dir), "mkdtemp: %s", strerror(errno));
     cfg.publisher.publish = record_publish;
-    room_configure(&cfg);
     open_store();
+    cfg.store = via_process ? NULL : st;
+    room_configure(&cfg);
     cr_assert_eq(rt_runtime_start(NULL), RT_OK);
     rt_up = true;
     start_tree();
+}
+
+H void setup_with(room_config_t cfg)
+{
+    setup_with_store(cfg, false);
 }
 
 H void setup_default(void)

@@ -51,6 +51,44 @@ Test(domain_history, events_are_written_in_order_with_user_and_data)
     cr_assert_eq(s1.backlog, 0);
 }
 
+/* Without the store in the rooms' configuration the HistoryServer goes
+ * through the store process: the same events, the same seqs. */
+static void setup_via_store_process(void)
+{
+    setup_with_store((room_config_t){.auto_create = true, .tick_ms = 20}, true);
+}
+
+Test(domain_history_via_process, events_reach_the_store_through_its_process_too,
+     .init = setup_via_store_process, .fini = teardown_all, .timeout = 60)
+{
+    cr_assert_null(room_config()->store);
+    history_stats_t s0;
+    history_get_stats(&s0);
+    for (int i = 0; i < 20; i++)
+        cr_assert_eq(history_record("p1", 1000 + i, "status_changed", "bob", "{\"n\":2}"), 0);
+    cr_assert_eq(history_record_call("p1", 100, 0, 200, "[\"bob\"]", 0), 0);
+    json_t *ev = NULL;
+    for (int i = 0; i < 500; i++) {
+        ev = events_of("p1");
+        if (json_array_size(ev) == 20)
+            break;
+        json_decref(ev);
+        ev = NULL;
+        sleep_ms(10);
+    }
+    cr_assert_not_null(ev, "20 events of p1 recorded");
+    size_t i;
+    json_t *e;
+    json_array_foreach(ev, i, e) {
+        cr_assert_eq(jint(e, "seq"), (json_int_t)i + 1);
+        cr_assert_eq(jint(json_object_get(e, "data"), "n"), 2);
+    }
+    json_decref(ev);
+    history_stats_t s1;
+    history_get_stats(&s1);
+    cr_assert_eq(s1.failed, s0.failed);
+}
+
 Test(domain_history, call_records_are_found_by_user)
 {
     cr_assert_eq(history_record_call("c1", 100, 150, 400, "[\"alice\",\"bob\"]", 250), 0);

@@ -426,6 +426,126 @@ Test(domain_room, store_failure_refuses_the_change_and_keeps_the_state, .init = 
     rt_inbox_close(b);
 }
 
+/* A write the store never answers (the writer is held inside the batch
+ * past store_timeout_ms) is like a timed-out call: the state is unknown,
+ * so the RoomServer fails and restarts from its backup; the push is
+ * answered "unavailable", never "ok". Once the store moves again the
+ * restarted room takes changes. */
+typedef struct hold {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool armed, held, open;
+} hold_t;
+
+static hold_t hold = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false, false, false};
+
+static int hold_commit(void *ctx, store_fault_point_t p, const store_req_t *req)
+{
+    hold_t *h = ctx;
+    if (p != STORE_FP_COMMIT)
+        return 0;
+    pthread_mutex_lock(&h->mu);
+    if (h->armed) {
+        h->armed = false;
+        h->held = true;
+        pthread_cond_broadcast(&h->cv);
+        while (!h->open)
+            pthread_cond_wait(&h->cv, &h->mu);
+    }
+    pthread_mutex_unlock(&h->mu);
+    return 0;
+}
+
+static void setup_short_store_timeout(void)
+{
+    setup_with((room_config_t){.auto_create = true, .tick_ms = 20, .store_timeout_ms = 200});
+}
+
+Test(domain_room, an_unanswered_write_restarts_the_room, .init = setup_short_store_timeout)
+{
+    cr_assert_not_null(room_config()->store, "the rooms write to the store directly");
+    json_decref(create_room("t", 0, -1));
+    rt_inbox_t *a = rt_inbox_open(0);
+    cr_assert_eq(join("t", "alice", a), ROOM_OK);
+    uint64_t v = 0;
+    cr_assert_eq(status("t", "alice", a, "{\"n\":1}", &v), ROOM_OK);
+    rt_pid_t before = room_whereis("t");
+
+    hold.armed = true;
+    store_set_fault_hook(st, hold_commit, &hold);
+    /* Answered by the room's exit, once its timeout fired. */
+    cr_assert_eq(status("t", "alice", a, "{\"n\":2}", NULL), ROOM_EUNAVAIL);
+    pthread_mutex_lock(&hold.mu);
+    cr_assert(hold.held, "the write was held in the store");
+    hold.open = true;
+    pthread_cond_broadcast(&hold.cv);
+    pthread_mutex_unlock(&hold.mu);
+    store_set_fault_hook(st, NULL, NULL);
+
+    rt_pid_t after = server_of("t");
+    cr_assert(after && after != before, "a new RoomServer");
+    uint64_t v2 = 0;
+    cr_assert_eq(status("t", "alice", a, "{\"n\":3}", &v2), ROOM_OK);
+    cr_assert_gt(v2, v);
+    json_t *g = get_room("t");
+    cr_assert_eq(jint(json_object_get(participant(g, "alice"), "status"), "n"), 3);
+    json_decref(g);
+    json_t *ev = wait_events("t", "room_restarted", WAIT_MS);
+    char *types = event_types(ev);
+    cr_assert(strstr(types, "room_restarted"), "%s", types);
+    free(types);
+    json_decref(ev);
+    rt_inbox_close(a);
+}
+
+/* Without the store in the configuration, RoomServers write through the
+ * store process (store_call): the same acknowledgements, refusals and
+ * stored state. */
+static void setup_via_store_process(void)
+{
+    setup_with_store((room_config_t){.auto_create = true, .tick_ms = 20}, true);
+}
+
+/* Fails the next write of a state of room `ctx` (not a history event
+ * that happens to be committed first). */
+static atomic_int fail_state_writes;
+
+static int fail_state_of(void *ctx, store_fault_point_t p, const store_req_t *req)
+{
+    if (p != STORE_FP_WRITE || store_req_op(req) != STORE_OP_PUT_STATE ||
+        strcmp(store_req_room(req), ctx) != 0)
+        return 0;
+    int n = atomic_load(&fail_state_writes);
+    while (n > 0)
+        if (atomic_compare_exchange_weak(&fail_state_writes, &n, n - 1))
+            return STORE_EIO;
+    return 0;
+}
+
+Test(domain_room, writes_through_the_store_process, .init = setup_via_store_process)
+{
+    cr_assert_null(room_config()->store);
+    json_decref(create_room("sp", 0, -1));
+    rt_inbox_t *a = rt_inbox_open(0);
+    cr_assert_eq(join("sp", "alice", a), ROOM_OK);
+    uint64_t v1 = 0, v2 = 0;
+    cr_assert_eq(status("sp", "alice", a, "{\"n\":1}", &v1), ROOM_OK);
+    atomic_store(&fail_state_writes, 1);
+    store_set_fault_hook(st, fail_state_of, "sp");
+    cr_assert_eq(status("sp", "alice", a, "{\"n\":2}", NULL), ROOM_ESTORE);
+    store_set_fault_hook(st, NULL, NULL);
+    cr_assert_eq(status("sp", "alice", a, "{\"n\":3}", &v2), ROOM_OK);
+    cr_assert_eq(v2, v1 + 1);
+    json_t *row = stored_room("sp");
+    cr_assert_eq(jint(row, "version"), (json_int_t)v2);
+    cr_assert_eq(jint(json_object_get(participant(json_object_get(row, "state"), "alice"),
+                                      "status"),
+                      "n"),
+                 3);
+    json_decref(row);
+    rt_inbox_close(a);
+}
+
 Test(domain_room, a_disconnect_refused_by_the_store_is_retried, .init = setup_default)
 {
     json_decref(create_room("fr", 0, -1));
@@ -497,6 +617,72 @@ Test(domain_room, crash_restarts_from_the_backup_with_members, .init = setup_def
     json_decref(before);
     json_decref(after);
     rt_inbox_close(a);
+}
+
+/* The presence_state a join would get, through a viewer (who adds
+ * nobody to presence): the participants' metas with their refs. */
+static json_t *presence_via_viewer(const char *id, rt_inbox_t *v)
+{
+    rt_pid_t p = server_of(id);
+    room_addr_t a = {.pid = rt_inbox_pid(v), .tag = DELIVER_TAG, .word = 9};
+    rt_msg_t *reply = NULL;
+    cr_assert_eq(call(p, room_req_join("watcher", ROOM_VIEWER, a), &reply), ROOM_OK);
+    const room_view_t *view = room_reply_view(reply);
+    json_t *j = json_loadb(view->presence->data, view->presence->len, 0, NULL);
+    rt_msg_free(reply);
+    cr_assert_not_null(j);
+    return j;
+}
+
+static rt_pid_t crash_and_wait(const char *id, const char *reason)
+{
+    rt_pid_t old = room_whereis(id);
+    rt_reason_t *why = rt_reason_new(reason);
+    rt_exit(old, why);
+    rt_reason_release(why);
+    rt_pid_t fresh = RT_NOPID;
+    for (int i = 0; i < 2000 && (!fresh || fresh == old); i++) {
+        fresh = room_whereis(id);
+        sleep_ms(2);
+    }
+    cr_assert(fresh && fresh != old, "a new RoomServer");
+    return fresh;
+}
+
+/* A restarted RoomServer takes the runtime (members, presence refs) from
+ * its backup and, when nothing in it changed, does not hand it back: a
+ * second crash right after the first must still find everything. */
+Test(domain_room, crashes_in_a_row_keep_members_and_presence, .init = setup_default)
+{
+    json_decref(create_room("cc", 0, -1));
+    rt_inbox_t *a = rt_inbox_open(0), *b = rt_inbox_open(0), *v = rt_inbox_open(0);
+    cr_assert_eq(join("cc", "alice", a), ROOM_OK);
+    cr_assert_eq(join("cc", "bob", b), ROOM_OK);
+    json_t *p0 = presence_via_viewer("cc", v);
+    cr_assert_eq(json_object_size(p0), 2);
+    json_t *before = get_room("cc");
+
+    crash_and_wait("cc", "first");
+    crash_and_wait("cc", "second");
+    json_t *p2 = presence_via_viewer("cc", v);
+    cr_assert(json_equal(p0, p2), "the same metas and refs:\n%s\n%s", json_dumps(p0, 0),
+              json_dumps(p2, 0));
+    json_t *after = get_room("cc");
+    cr_assert(json_equal(json_object_get(before, "participants"),
+                         json_object_get(after, "participants")));
+
+    /* Both connections are still members: alice pushes, bob's loss is seen. */
+    cr_assert_eq(status("cc", "alice", a, "{\"k\":1}", NULL), ROOM_OK);
+    rt_inbox_close(b);
+    json_t *s = wait_connected("cc", "bob", "false", WAIT_MS);
+    cr_assert_not_null(s, "bob's connection was still monitored after two restarts");
+    json_decref(s);
+    json_decref(p0);
+    json_decref(p2);
+    json_decref(before);
+    json_decref(after);
+    rt_inbox_close(a);
+    rt_inbox_close(v);
 }
 
 Test(domain_room, grace_then_leave_and_phx_leave_at_once)

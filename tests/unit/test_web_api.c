@@ -136,6 +136,28 @@ Test(web_api, api_needs_key)
                       "{\"sub\":\"a\"}"), 200);
 }
 
+/* The same checks with the configured key's digest made once, as the
+ * endpoint does (web_api_t.api_key_sha256). */
+Test(web_api, api_key_checked_against_its_digest)
+{
+    unsigned char digest[32];
+    web_api_key_digest(KEY, digest);
+    api.api_key_sha256 = digest;
+    call("POST", "/api/tokens", "Authorization: Bearer wrong\r\n", "{\"sub\":\"a\"}");
+    assert_error(401, "unauthorized");
+    call("POST", "/api/tokens", "Authorization: Bearer " KEY "x\r\n", "{\"sub\":\"a\"}");
+    assert_error(401, "unauthorized");
+    char shorter[sizeof KEY];
+    memcpy(shorter, KEY, sizeof KEY - 2);
+    shorter[sizeof KEY - 2] = '\0';
+    char hdr[sizeof KEY + 64];
+    snprintf(hdr, sizeof hdr, "Authorization: Bearer %s\r\n", shorter);
+    call("POST", "/api/tokens", hdr, "{\"sub\":\"a\"}");
+    assert_error(401, "unauthorized");
+    cr_assert_eq(call("POST", "/api/tokens", AUTH, "{\"sub\":\"a\"}"), 200);
+    api.api_key_sha256 = NULL;
+}
+
 Test(web_api, tokens)
 {
     int64_t now = (int64_t)time(NULL);

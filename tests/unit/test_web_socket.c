@@ -60,6 +60,19 @@ static web_ch_result_t t_join(web_channel_t *ch, const char *topic, json_t *payl
         web_channel_join_refuse(ch, "nope");
         return WEB_CH_OK;
     }
+    if (!strcmp(mode, "raw")) {
+        /* The response as text, written as it is. */
+        static const char text[] = "{\"state\":{\"v\":7,\"s\":\"\\u00e9\"}}";
+        cr_assert_eq(web_channel_join_ok_raw(ch, text, sizeof text - 1), WEB_OK);
+        cr_assert_eq(web_channel_join_ok_raw(ch, "{}", 2), WEB_E_STATE, "answered once");
+        return WEB_CH_OK;
+    }
+    if (!strcmp(mode, "raw_bad")) {
+        /* Not UTF-8: refused, and the join is still unanswered. */
+        cr_assert_eq(web_channel_join_ok_raw(ch, "{\"s\":\"\xff\"}", 8), WEB_E_ARG);
+        web_channel_join_refuse(ch, "not utf-8");
+        return WEB_CH_OK;
+    }
     if (!strcmp(mode, "crash"))
         return WEB_CH_CRASH;
     if (!strcmp(mode, "async") || !strcmp(mode, "async_error")) {
@@ -84,6 +97,27 @@ static web_ch_result_t t_in(web_channel_t *ch, void *state, const char *event, j
         uint64_t token = rt_make_ref() & 0xffffffffffffull;
         cr_assert_eq(web_channel_defer(ch, token), WEB_OK);
         send_self(ch, TEST_REPLY_LATER, token);
+    } else if (!strcmp(event, "hold")) {
+        /* Deferred with the token the client chose ({"t": n}). */
+        uint64_t t = (uint64_t)json_integer_value(json_object_get(payload, "t"));
+        cr_assert_eq(web_channel_defer(ch, t), WEB_OK);
+    } else if (!strcmp(event, "release")) {
+        /* Answers hold {"t": n} (as text when "raw"), then this push with
+         * what reply_later returned. */
+        uint64_t t = (uint64_t)json_integer_value(json_object_get(payload, "t"));
+        char r[64];
+        int n = snprintf(r, sizeof r, "{\"released\":%llu}", (unsigned long long)t);
+        int rc;
+        if (json_is_true(json_object_get(payload, "raw"))) {
+            rc = web_channel_reply_later_raw(ch, t, "ok", r, (size_t)n);
+        } else {
+            json_t *p = json_loads(r, 0, NULL);
+            rc = web_channel_reply_later(ch, t, "ok", p);
+            json_decref(p);
+        }
+        json_t *p = json_pack("{si}", "rc", rc);
+        web_channel_reply(ch, "ok", p);
+        json_decref(p);
     } else if (!strcmp(event, "defer_forever")) {
         cr_assert_eq(web_channel_defer(ch, rt_make_ref()), WEB_OK);
     } else if (!strcmp(event, "sub")) {
@@ -393,6 +427,69 @@ Test(web_socket, every_push_with_ref_gets_one_reply)
            "{\"status\":\"error\",\"response\":{\"reason\":\"channel closed\"}}");
     expect(h, "1", "5", "test:a", "phx_reply", "{\"status\":\"ok\",\"response\":{}}");
     expect(h, "1", "1", "test:a", "phx_close", "{}");
+    expect_none(h);
+    host_free(h);
+}
+
+/* Deferred pushes answered in any order, as JSON or as text; the ones
+ * left are answered when the channel closes, in the order they came. */
+Test(web_socket, deferred_pushes_in_any_order)
+{
+    host_t *h = host_new(PHX_V2, "alice");
+    client(h, "[\"1\",\"1\",\"test:a\",\"phx_join\",{}]");
+    expect(h, "1", "1", "test:a", "phx_reply", NULL);
+    for (int t = 1; t <= 5; t++) {
+        char m[128];
+        snprintf(m, sizeof m, "[\"1\",\"h%d\",\"test:a\",\"hold\",{\"t\":%d}]", t, t);
+        client(h, m);
+    }
+    expect_none(h);
+    /* The middle one, as text. */
+    client(h, "[\"1\",\"r1\",\"test:a\",\"release\",{\"t\":3,\"raw\":true}]");
+    expect(h, "1", "h3", "test:a", "phx_reply",
+           "{\"status\":\"ok\",\"response\":{\"released\":3}}");
+    expect(h, "1", "r1", "test:a", "phx_reply", "{\"status\":\"ok\",\"response\":{\"rc\":0}}");
+    /* The oldest, then the newest. */
+    client(h, "[\"1\",\"r2\",\"test:a\",\"release\",{\"t\":1}]");
+    expect(h, "1", "h1", "test:a", "phx_reply",
+           "{\"status\":\"ok\",\"response\":{\"released\":1}}");
+    expect(h, "1", "r2", "test:a", "phx_reply", NULL);
+    client(h, "[\"1\",\"r3\",\"test:a\",\"release\",{\"t\":5,\"raw\":true}]");
+    expect(h, "1", "h5", "test:a", "phx_reply",
+           "{\"status\":\"ok\",\"response\":{\"released\":5}}");
+    expect(h, "1", "r3", "test:a", "phx_reply", NULL);
+    /* Answered already, or never deferred. */
+    client(h, "[\"1\",\"r4\",\"test:a\",\"release\",{\"t\":5}]");
+    char want[96];
+    snprintf(want, sizeof want, "{\"status\":\"ok\",\"response\":{\"rc\":%d}}", WEB_E_NOTFOUND);
+    expect(h, "1", "r4", "test:a", "phx_reply", want);
+    /* A new one after the newest was answered goes behind the others. */
+    client(h, "[\"1\",\"h6\",\"test:a\",\"hold\",{\"t\":6}]");
+    expect_none(h);
+    client(h, "[\"1\",\"9\",\"test:a\",\"phx_leave\",{}]");
+    const char *closed = "{\"status\":\"error\",\"response\":{\"reason\":\"channel closed\"}}";
+    expect(h, "1", "h2", "test:a", "phx_reply", closed);
+    expect(h, "1", "h4", "test:a", "phx_reply", closed);
+    expect(h, "1", "h6", "test:a", "phx_reply", closed);
+    expect(h, "1", "9", "test:a", "phx_reply", "{\"status\":\"ok\",\"response\":{}}");
+    expect(h, "1", "1", "test:a", "phx_close", "{}");
+    expect_none(h);
+    host_free(h);
+}
+
+/* A join answered with its response as text (what a room join does with
+ * the room's state), and text that is not UTF-8 refused. */
+Test(web_socket, join_ok_raw_writes_the_text)
+{
+    host_t *h = host_new(PHX_V2, "alice");
+    client(h, "[\"1\",\"1\",\"test:a\",\"phx_join\",{\"mode\":\"raw\"}]");
+    expect(h, "1", "1", "test:a", "phx_reply",
+           "{\"status\":\"ok\",\"response\":{\"state\":{\"v\":7,\"s\":\"\u00e9\"}}}");
+    client(h, "[\"1\",\"2\",\"test:a\",\"echo\",{\"x\":1}]");
+    expect(h, "1", "2", "test:a", "phx_reply", "{\"status\":\"ok\",\"response\":{\"x\":1}}");
+    client(h, "[\"3\",\"3\",\"test:b\",\"phx_join\",{\"mode\":\"raw_bad\"}]");
+    expect(h, "3", "3", "test:b", "phx_reply",
+           "{\"status\":\"error\",\"response\":{\"reason\":\"not utf-8\"}}");
     expect_none(h);
     host_free(h);
 }
