@@ -658,6 +658,31 @@ static ptrdiff_t form_decode(const char *s, size_t len, char *out)
     return (ptrdiff_t)o;
 }
 
+bool net_http_pct_decode(const char *s, size_t n, char *out, size_t cap, size_t *outlen)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '%') {
+            if (n - i < 3)
+                return false;
+            int hi = hexval((unsigned char)s[i + 1]), lo = hexval((unsigned char)s[i + 2]);
+            if (hi < 0 || lo < 0 || (hi | lo) == 0)
+                return false;
+            c = (unsigned char)(hi * 16 + lo);
+            i += 2;
+        }
+        if (o + 1 >= cap)
+            return false;
+        out[o++] = (char)c;
+    }
+    if (cap == 0)
+        return false;
+    out[o] = '\0';
+    *outlen = o;
+    return true;
+}
+
 /* Does the form-encoded key s[0..len) decode to exactly name? */
 static bool key_matches(const char *s, size_t len, const char *name, size_t nl)
 {

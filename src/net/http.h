@@ -213,6 +213,11 @@ bool net_http_header_has_token(const net_http_request_t *req, const char *name,
 int net_http_query_get(const char *query, size_t query_len, const char *name,
                        char **value, size_t *value_len);
 
+/* %-decodes a path segment s[0..n) into out (cap bytes, NUL-terminated;
+ * '+' stays '+'). False on a malformed escape, a %00 (C strings cannot
+ * carry it) or no room; out is then undefined. *outlen: the length. */
+bool net_http_pct_decode(const char *s, size_t n, char *out, size_t cap, size_t *outlen);
+
 /* The HTTP status to answer a parser error with (400, 413, 431, 500). */
 int net_http_error_status(int err);
 

@@ -163,40 +163,6 @@ static bool valid_id(const char *s, size_t n)
     return true;
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if ((c | 0x20) >= 'a' && (c | 0x20) <= 'f')
-        return (c | 0x20) - 'a' + 10;
-    return -1;
-}
-
-/* %-decodes a path segment into out (cap bytes). False on a bad escape,
- * %00, or no room. */
-static bool pct_decode(const char *s, size_t n, char *out, size_t cap, size_t *outlen)
-{
-    size_t o = 0;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c == '%') {
-            if (i + 2 >= n)
-                return false;
-            int hi = hexval(s[i + 1]), lo = hexval(s[i + 2]);
-            if (hi < 0 || lo < 0 || (hi | lo) == 0)
-                return false;
-            c = (unsigned char)(hi * 16 + lo);
-            i += 2;
-        }
-        if (o + 1 >= cap)
-            return false;
-        out[o++] = (char)c;
-    }
-    out[o] = '\0';
-    *outlen = o;
-    return true;
-}
-
 /* ---- routes ---------------------------------------------------------------------- */
 
 static void healthz(const web_api_t *api, web_api_response_t *res)
@@ -425,7 +391,7 @@ int web_api_handle(const web_api_t *api, const net_server_t *srv,
             size_t seglen = req->path_len - ul - tl;
             char id[WEB_ID_MAX + 1];
             size_t idlen;
-            if (memchr(seg, '/', seglen) || !pct_decode(seg, seglen, id, sizeof id, &idlen) ||
+            if (memchr(seg, '/', seglen) || !net_http_pct_decode(seg, seglen, id, sizeof id, &idlen) ||
                 !valid_id(id, idlen)) {
                 web_api_error(res, 404, "not_found", "no such user id", NULL);
                 return WEB_API_DONE;

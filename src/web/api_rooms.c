@@ -27,6 +27,7 @@
 #include "domain/history.h"
 #include "domain/rjson.h"
 #include "domain/room.h"
+#include "net/http.h"
 #include "store/store.h"
 #include "web/room_web.h"
 
@@ -70,38 +71,12 @@ static json_t *body_object(const net_http_request_t *req, web_api_response_t *re
     return j;
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if ((c | 0x20) >= 'a' && (c | 0x20) <= 'f')
-        return (c | 0x20) - 'a' + 10;
-    return -1;
-}
-
 /* %-decodes a path segment (no '/', no %00) into a valid room id. */
 static bool segment_id(const char *s, size_t n, char out[ROOM_ID_MAX + 1])
 {
     size_t o = 0;
-    if (memchr(s, '/', n))
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c == '%') {
-            if (i + 2 >= n)
-                return false;
-            int hi = hexval(s[i + 1]), lo = hexval(s[i + 2]);
-            if (hi < 0 || lo < 0 || (hi | lo) == 0)
-                return false;
-            c = (unsigned char)(hi * 16 + lo);
-            i += 2;
-        }
-        if (o >= ROOM_ID_MAX)
-            return false;
-        out[o++] = (char)c;
-    }
-    out[o] = '\0';
-    return room_id_valid(out, o);
+    return !memchr(s, '/', n) && net_http_pct_decode(s, n, out, ROOM_ID_MAX + 1, &o) &&
+           room_id_valid(out, o);
 }
 
 static bool method_ok(const net_http_request_t *req, const char *allow, web_api_response_t *res)

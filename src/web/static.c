@@ -14,6 +14,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "net/http.h"
+
 #define STATIC_PREFIX "/static/"
 #define PHOENIX_URL "/static/vendor/phoenix.mjs"
 #define PHOENIX_FILE "node_modules/phoenix/priv/static/phoenix.mjs"
@@ -21,42 +23,23 @@
 
 /* ---- paths ---------------------------------------------------------------------- */
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if ((c | 0x20) >= 'a' && (c | 0x20) <= 'f')
-        return (c | 0x20) - 'a' + 10;
-    return -1;
-}
-
 /* Appends the %-decoded segment s[0..n) to rel at *o. False when the
  * segment is refused (see web/static.h) or does not fit. */
 static bool put_segment(const char *s, size_t n, char *rel, size_t cap, size_t *o)
 {
     if (n == 0)
         return false; /* "//" or a trailing '/' */
-    size_t start = *o;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c == '%') {
-            if (i + 2 >= n)
-                return false;
-            int hi = hexval(s[i + 1]), lo = hexval(s[i + 2]);
-            if (hi < 0 || lo < 0)
-                return false;
-            c = (unsigned char)(hi * 16 + lo);
-            i += 2;
-        }
+    size_t start = *o, len = 0;
+    if (!net_http_pct_decode(s, n, rel + start, cap - start, &len))
+        return false;
+    for (size_t i = start; i < start + len; i++) {
+        unsigned char c = (unsigned char)rel[i];
         if (c < 0x20 || c == 0x7f || c == '/' || c == '\\')
             return false;
-        if (*o + 1 >= cap)
-            return false;
-        rel[(*o)++] = (char)c;
     }
     if (rel[start] == '.')
         return false; /* ".", "..", ".hidden" */
-    rel[*o] = '\0';
+    *o = start + len;
     return true;
 }
 
